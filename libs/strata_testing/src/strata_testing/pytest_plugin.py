@@ -1,0 +1,62 @@
+"""Pytest fixtures shared by every Strata test suite (registered via the `pytest11` entry point).
+
+Tests never import this module: the fixtures are simply available.
+
+* `nats_url` (session): `STRATA_NATS_URL` if set, else a private embedded nats-server
+  with JetStream on a free port, torn down at the end of the session.
+* `nats_client` (function): a connected nats-py client on `nats_url`, drained after the test.
+* `postgres_server` (session): the PostgreSQL resolved as env URL -> local -> embedded.
+* `postgres_url` (module): a fresh, empty database per test module, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import nats
+import pytest
+import pytest_asyncio
+from nats.aio.client import Client as NatsClient
+
+from strata_testing.nats import EmbeddedNats
+from strata_testing.postgres import PostgresProvider, PostgresServer, fresh_database
+
+__all__ = ["nats_client", "nats_url", "postgres_server", "postgres_url"]
+
+
+@pytest.fixture(scope="session")
+def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of a NATS server with JetStream for this test session."""
+    external = os.environ.get("STRATA_NATS_URL")
+    if external:
+        yield external
+        return
+    with EmbeddedNats(Path(tmp_path_factory.mktemp("nats"))) as url:
+        yield url
+
+
+@pytest_asyncio.fixture
+async def nats_client(nats_url: str) -> AsyncIterator[NatsClient]:
+    """A nats-py client connected to `nats_url`; drained (flushes pending) after the test."""
+    client = await nats.connect(nats_url, connect_timeout=5, max_reconnect_attempts=0)
+    try:
+        yield client
+    finally:
+        if client.is_connected:
+            await client.drain()
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """The session's PostgreSQL server (env URL, else local, else embedded)."""
+    with PostgresProvider(Path(tmp_path_factory.mktemp("postgres"))) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """URL of a fresh database owned by the current test module."""
+    with fresh_database(postgres_server.admin_url) as url:
+        yield url
