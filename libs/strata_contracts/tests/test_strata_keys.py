@@ -48,7 +48,8 @@ def test_prefix_change_changes_every_later_key() -> None:
     keys = StrataBlockKeys("m", 4)
     a = keys.keys([1, 2, 3, 4, 5, 6, 7, 8])
     b = keys.keys([1, 2, 3, 9, 5, 6, 7, 8])
-    assert a[0] != b[0] and a[1] != b[1]
+    assert a[0] != b[0]
+    assert a[1] != b[1]
 
 
 @pytest.mark.parametrize("bad", [[-1], [2**32]])

@@ -154,7 +154,7 @@ class VllmBlockHasher:
         hashes: list[BlockHash] = []
         parent: bytes | None = None
         for start in range(0, len(token_ids) - size + 1, size):
-            keys = lora_keys + [("cache_salt", cache_salt)] if start == 0 and cache_salt else lora_keys
+            keys = [*lora_keys, ("cache_salt", cache_salt)] if start == 0 and cache_salt else lora_keys
             parent = self.hash_block(parent, token_ids[start : start + size], tuple(keys) or None)
             hashes.append(parent)
         return hashes

@@ -1,0 +1,182 @@
+"""NATS connection factory: reconnecting client, JetStream, typed publish/subscribe.
+
+A :class:`Broker` wraps one nats-py connection for one process. It encodes and decodes
+Strata contracts, carries W3C trace context in message headers in both directions,
+opens a consumer span per handled message, counts messages in Prometheus, and never
+lets a bad message kill a subscription (it is logged and counted as `invalid`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import nats
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig, PubAck, StreamConfig
+from nats.js.errors import BucketNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
+from opentelemetry.trace import SpanKind
+from prometheus_client import Counter
+from pydantic import ValidationError
+
+from strata_contracts.messages import Contract, decode, encode
+from strata_runtime.tracing import extract_context, inject_headers, tracer
+
+__all__ = ["Broker", "Handler"]
+
+M = TypeVar("M", bound=Contract)
+R = TypeVar("R", bound=Contract)
+Handler = Callable[[M, Msg], Awaitable[Contract | None]]
+
+_log = logging.getLogger(__name__)
+_tracer = tracer(__name__)
+MESSAGES = Counter(
+    "strata_nats_messages_total",
+    "NATS messages handled by subscriptions, by subscription subject and outcome.",
+    ["subject", "outcome"],
+)
+
+
+class Broker:
+    """One process's NATS connection. Build it with :meth:`connect`.
+
+    Args:
+        client: a connected nats-py client (owned by the broker from now on).
+    """
+
+    def __init__(self, client: NatsClient) -> None:
+        self.client = client
+        self.js: JetStreamContext = client.jetstream()
+
+    @classmethod
+    async def connect(cls, url: str, name: str, *, connect_timeout: float = 5.0) -> Broker:
+        """Connect to `url` as client `name`, reconnecting forever after the first success.
+
+        Raises:
+            ConnectionError: the first connection failed (unreachable server, bad URL).
+        """
+
+        async def on_disconnect() -> None:
+            _log.warning("nats disconnected", extra={"nats_url": url})
+
+        async def on_reconnect() -> None:
+            _log.info("nats reconnected", extra={"nats_url": url})
+
+        async def on_error(exc: Exception) -> None:
+            _log.warning("nats error: %s", exc, extra={"nats_url": url})
+
+        # nats-py retries a failed first connect forever when reconnects are allowed, so
+        # the first connection gets its own deadline; after it, reconnects are unbounded.
+        try:
+            async with asyncio.timeout(connect_timeout):
+                client = await nats.connect(
+                    url,
+                    name=name,
+                    connect_timeout=connect_timeout,
+                    allow_reconnect=True,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.25,
+                    disconnected_cb=on_disconnect,
+                    reconnected_cb=on_reconnect,
+                    error_cb=on_error,
+                )
+        except Exception as exc:
+            raise ConnectionError(f"cannot connect to NATS at {url}: {exc!r}") from exc
+        return cls(client)
+
+    @property
+    def connected(self) -> bool:
+        """Whether the connection is currently up (for readiness checks)."""
+        return bool(self.client.is_connected)
+
+    async def publish(self, subject: str, message: Contract, headers: dict[str, str] | None = None) -> None:
+        """Publish `message` on core NATS with the current trace context in its headers."""
+        await self.client.publish(subject, encode(message), headers=inject_headers(headers))
+
+    async def publish_js(self, subject: str, message: Contract, *, msg_id: str | None = None) -> PubAck:
+        """Publish `message` to a JetStream stream; `msg_id` makes the publish idempotent."""
+        headers = inject_headers()
+        if msg_id is not None:
+            headers["Nats-Msg-Id"] = msg_id
+        return await self.js.publish(subject, encode(message), headers=headers)
+
+    async def request(self, subject: str, message: Contract, reply_type: type[R], timeout: float) -> R:
+        """Send a request and decode the reply as `reply_type`.
+
+        Raises:
+            nats.errors.TimeoutError: no reply within `timeout` seconds.
+            nats.errors.NoRespondersError: nobody serves `subject`.
+            pydantic.ValidationError: the reply is not a valid `reply_type`.
+        """
+        reply = await self.client.request(subject, encode(message), timeout=timeout, headers=inject_headers())
+        return decode(reply_type, reply.data)
+
+    async def subscribe(
+        self, subject: str, message_type: type[M], handler: Handler[M], *, queue: str = ""
+    ) -> Subscription:
+        """Call `handler(message, msg)` for each valid message on `subject`.
+
+        A handler's non-None return value is sent as the reply when the message has a
+        reply subject. Invalid payloads and handler exceptions are logged and counted;
+        the subscription keeps running.
+        """
+
+        async def on_message(msg: Msg) -> None:
+            parent = extract_context(msg.headers)
+            with _tracer.start_as_current_span(f"{subject} process", context=parent, kind=SpanKind.CONSUMER) as span:
+                span.set_attribute("messaging.destination.name", msg.subject)
+                try:
+                    message = decode(message_type, msg.data)
+                except ValidationError as exc:
+                    MESSAGES.labels(subject, "invalid").inc()
+                    _log.warning("invalid %s on %s: %s", message_type.__name__, msg.subject, _first_error(exc))
+                    return
+                try:
+                    reply = await handler(message, msg)
+                except Exception:  # noqa: BLE001 - logged and counted; the subscription must survive
+                    MESSAGES.labels(subject, "error").inc()
+                    _log.exception("handler failed for %s", msg.subject)
+                    return
+                if reply is not None and msg.reply:
+                    await self.client.publish(msg.reply, encode(reply), headers=inject_headers())
+                MESSAGES.labels(subject, "ok").inc()
+
+        return await self.client.subscribe(subject, queue=queue, cb=on_message)
+
+    async def ensure_stream(self, name: str, subjects: list[str], **config: Any) -> None:
+        """Create JetStream stream `name` over `subjects`, or update it to this config."""
+        stream = StreamConfig(name=name, subjects=subjects, **config)
+        try:
+            await self.js.stream_info(name)
+        except NotFoundError:
+            await self.js.add_stream(stream)
+        else:
+            await self.js.update_stream(stream)
+
+    async def kv(self, bucket: str, **config: Any) -> KeyValue:
+        """Bind JetStream key-value bucket `bucket`, creating it with `config` if missing."""
+        try:
+            return await self.js.key_value(bucket)
+        except BucketNotFoundError:
+            return await self.js.create_key_value(KeyValueConfig(bucket=bucket, **config))
+
+    async def close(self) -> None:
+        """Drain subscriptions (pending messages are handled) and close the connection."""
+        if self.client.is_closed:
+            return
+        try:
+            await self.client.drain()
+        except Exception as exc:  # noqa: BLE001 - closing anyway
+            _log.warning("nats drain failed: %r", exc)
+            await self.client.close()
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    return f"{'.'.join(map(str, error['loc']))}: {error['msg']}"

@@ -1,0 +1,138 @@
+"""The life of a service process: settings -> logging/tracing -> start -> ready -> drain -> exit.
+
+A service package provides `build_app(settings) -> Service` (no I/O in it) and a
+`__main__` that calls :func:`service_main`. Resources are opened in `on_start` hooks
+(in order) and closed in `on_stop` hooks (in reverse order), inside the event loop.
+
+    SIGTERM ──▶ /readyz 503 (draining) ──▶ wait for in-flight work (≤ shutdown_grace_s)
+            ──▶ on_stop hooks (reverse) ──▶ HTTP server closed ──▶ exit 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import socket
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import NoReturn, TypeVar
+
+from aiohttp import web
+from prometheus_client import Gauge
+
+from strata_runtime.logs import configure_logging
+from strata_runtime.probes import HttpServer, Probes
+from strata_runtime.settings import ServiceSettings, SettingsError, load_settings, settings_table
+from strata_runtime.shutdown import GracefulShutdown, InFlight
+from strata_runtime.tracing import setup_tracing
+
+__all__ = ["Hook", "Service", "run_service", "service_main"]
+
+S = TypeVar("S", bound=ServiceSettings)
+Hook = Callable[[], Awaitable[None]]
+_log = logging.getLogger(__name__)
+IN_FLIGHT = Gauge("strata_in_flight", "Units of work (requests, streams, messages) in progress.")
+
+
+@dataclass
+class Service:
+    """A built, not yet started service.
+
+    Attributes:
+        name: short service name (`router`, `gateway`, ...).
+        settings: its validated settings.
+        http: the aiohttp app; probe routes are added by :func:`run_service`.
+        probes: readiness state and checks.
+        inflight: work in progress, drained on shutdown.
+        on_start: hooks run in order before the service reports ready.
+        on_stop: hooks run in reverse order after draining, also after a failed start
+            (so each must tolerate a resource that was never opened).
+    """
+
+    name: str
+    settings: ServiceSettings
+    http: web.Application = field(default_factory=web.Application)
+    probes: Probes = field(default_factory=Probes)
+    inflight: InFlight = field(default_factory=InFlight)
+    on_start: list[Hook] = field(default_factory=list)
+    on_stop: list[Hook] = field(default_factory=list)
+
+
+async def run_service(service: Service, shutdown: GracefulShutdown | None = None) -> None:
+    """Run `service` until a stop is requested, then drain and close it.
+
+    Args:
+        service: the built service.
+        shutdown: stop control; by default one bound to SIGTERM/SIGINT.
+    """
+    shutdown = shutdown or GracefulShutdown()
+    shutdown.install()
+    settings = service.settings
+    service.probes.install(service.http)
+    IN_FLIGHT.set_function(lambda: service.inflight.count)
+    server = HttpServer(service.http, settings.host, settings.port)
+    port = await server.start()
+    try:
+        for hook in service.on_start:
+            await hook()
+        service.probes.started = True
+        _log.info("ready", extra={"host": settings.host, "port": port})
+        await shutdown.wait()
+        service.probes.draining = True
+        await shutdown.drain(service.inflight, settings.shutdown_grace_s)
+    finally:
+        for hook in reversed(service.on_stop):
+            try:
+                await hook()
+            except Exception:  # noqa: BLE001 - logged; the remaining hooks must still run
+                _log.exception("stop hook failed")
+        await server.stop()
+        _log.info("stopped")
+
+
+def service_main(
+    name: str,
+    settings_cls: type[S],
+    build_app: Callable[[S], Service],
+    argv: Sequence[str] | None = None,
+) -> NoReturn:
+    """Entry point of `python -m strata_<name>`: parse flags, validate settings, run.
+
+    Exits 2 with a one-line message naming the variable when a setting is invalid,
+    1 when start-up fails, 0 after a clean shutdown.
+    """
+    prog = f"python -m strata_{name}"
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=f"Strata {name} service. Configured by environment variables:",
+        epilog=_settings_help(settings_cls),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--check-settings", action="store_true", help="validate the settings, print them, exit")
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(settings_cls)
+    except SettingsError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if args.check_settings:
+        print(settings.model_dump_json(indent=2))
+        raise SystemExit(0)
+    configure_logging(name, settings.log_level)
+    setup_tracing(name, settings.instance_id or f"{socket.gethostname()}-{os.getpid()}")
+    try:
+        asyncio.run(run_service(build_app(settings)))
+    except Exception as exc:  # noqa: BLE001 - reported, then a non-zero exit
+        _log.exception("service failed")
+        print(f"{prog}: failed: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    raise SystemExit(0)
+
+
+def _settings_help(settings_cls: type[ServiceSettings]) -> str:
+    rows = settings_table(settings_cls)
+    width = max(len(env) for env, _, _ in rows)
+    return "\n".join(f"  {env:<{width}}  {desc} [default: {default}]" for env, default, desc in rows)

@@ -1,0 +1,112 @@
+"""Broker against a real embedded NATS: typed pub/sub, request/reply, JetStream, tracing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from nats.aio.msg import Msg
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from strata_contracts import subjects
+from strata_contracts.messages import Contract, EngineLoad, KvLookupReply, KvLookupRequest, PrefixMatch, UsageRecord
+from strata_runtime import Broker
+
+LOAD = EngineLoad(engine_id="e1", seq=1, ts=1.0, running=2, waiting=0, kv_usage=0.5, prompt_tps=1, generation_tps=2)
+
+
+@pytest.fixture(scope="module")
+def spans() -> InMemorySpanExporter:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    return exporter
+
+
+@pytest.fixture
+async def broker(nats_url: str) -> AsyncIterator[Broker]:
+    broker = await Broker.connect(nats_url, "test")
+    yield broker
+    await broker.close()
+
+
+async def test_publish_subscribe_carries_trace_context(broker: Broker, spans: InMemorySpanExporter) -> None:
+    received: asyncio.Queue[tuple[EngineLoad, Msg]] = asyncio.Queue()
+
+    async def handler(message: EngineLoad, msg: Msg) -> None:
+        await received.put((message, msg))
+
+    await broker.subscribe(subjects.ENGINE_LOAD_ALL, EngineLoad, handler)
+    with trace.get_tracer("test").start_as_current_span("producer") as producer:
+        await broker.publish(subjects.engine_load("e1"), LOAD)
+    message, msg = await asyncio.wait_for(received.get(), 5)
+    assert message == LOAD
+    assert msg.headers is not None
+    assert f"{producer.get_span_context().trace_id:032x}" in msg.headers["traceparent"]
+    consumer = next(s for s in spans.get_finished_spans() if s.name.endswith("process"))
+    assert consumer.context.trace_id == producer.get_span_context().trace_id
+    assert consumer.parent is not None
+    assert consumer.parent.span_id == producer.get_span_context().span_id
+
+
+async def test_invalid_message_is_skipped_and_subscription_survives(broker: Broker) -> None:
+    received: asyncio.Queue[EngineLoad] = asyncio.Queue()
+
+    async def handler(message: EngineLoad, _: Msg) -> None:
+        await received.put(message)
+
+    await broker.subscribe(subjects.engine_load("e2"), EngineLoad, handler)
+    await broker.client.publish(subjects.engine_load("e2"), b'{"engine_id": "e2", "running": -1}')
+    await broker.client.publish(subjects.engine_load("e2"), b"not json")
+    await broker.publish(subjects.engine_load("e2"), LOAD)
+    assert await asyncio.wait_for(received.get(), 5) == LOAD
+    assert received.empty()
+
+
+async def test_request_reply(broker: Broker) -> None:
+    async def lookup(request: KvLookupRequest, _: Msg) -> Contract:
+        return KvLookupReply(matches=[PrefixMatch(holder="e1", tier="engine", blocks=len(request.block_keys))])
+
+    await broker.subscribe(subjects.KV_LOOKUP, KvLookupRequest, lookup, queue="kvmeta")
+    reply = await broker.request(subjects.KV_LOOKUP, KvLookupRequest(model="m", block_keys=[1, 2, 3]), KvLookupReply, 5)
+    assert reply.matches[0].blocks == 3
+
+
+async def test_jetstream_publish_is_deduplicated_by_msg_id(broker: Broker) -> None:
+    await broker.ensure_stream(subjects.USAGE_STREAM, [subjects.USAGE_ALL])
+    await broker.ensure_stream(subjects.USAGE_STREAM, [subjects.USAGE_ALL])  # idempotent
+    record = UsageRecord(
+        request_id="r-1",
+        tenant_id="acme",
+        model="m",
+        endpoint="/v1/completions",
+        stream=False,
+        status=200,
+        prompt_tokens=3,
+        completion_tokens=4,
+        latency_ms=5.0,
+        started_at=1.0,
+    )
+    first = await broker.publish_js(subjects.usage("acme"), record, msg_id=record.request_id)
+    second = await broker.publish_js(subjects.usage("acme"), record, msg_id=record.request_id)
+    assert second.duplicate
+    assert first.seq == second.seq
+
+
+async def test_key_value_bucket_created_once(broker: Broker) -> None:
+    kv = await broker.kv(subjects.ENGINE_REGISTRY_BUCKET)
+    await kv.put("e1", b"x")
+    again = await broker.kv(subjects.ENGINE_REGISTRY_BUCKET)
+    assert (await again.get("e1")).value == b"x"
+
+
+async def test_connect_failure_is_a_clear_error() -> None:
+    from strata_testing import free_port
+
+    with pytest.raises(ConnectionError, match="cannot connect to NATS"):
+        await Broker.connect(f"nats://127.0.0.1:{free_port()}", "test", connect_timeout=0.5)
