@@ -48,11 +48,14 @@ class Broker:
 
     Args:
         client: a connected nats-py client (owned by the broker from now on).
+        url: the server URL, for logs.
     """
 
-    def __init__(self, client: NatsClient) -> None:
+    def __init__(self, client: NatsClient, url: str = "") -> None:
         self.client = client
+        self.url = url
         self.js: JetStreamContext = client.jetstream()
+        self._closing = False
 
     @classmethod
     async def connect(cls, url: str, name: str, *, connect_timeout: float = 5.0) -> Broker:
@@ -61,9 +64,11 @@ class Broker:
         Raises:
             ConnectionError: the first connection failed (unreachable server, bad URL).
         """
+        events: list[Broker] = []  # the broker, once built: callbacks need it to tell a close from a loss
 
         async def on_disconnect() -> None:
-            _log.warning("nats disconnected", extra={"nats_url": url})
+            if not (events and events[0]._closing):
+                _log.warning("nats disconnected", extra={"nats_url": url})
 
         async def on_reconnect() -> None:
             _log.info("nats reconnected", extra={"nats_url": url})
@@ -88,7 +93,8 @@ class Broker:
                 )
         except Exception as exc:
             raise ConnectionError(f"cannot connect to NATS at {url}: {exc!r}") from exc
-        return cls(client)
+        events.append(cls(client, url))
+        return events[0]
 
     @property
     def connected(self) -> bool:
@@ -170,6 +176,7 @@ class Broker:
         """Drain subscriptions (pending messages are handled) and close the connection."""
         if self.client.is_closed:
             return
+        self._closing = True
         try:
             await self.client.drain()
         except Exception as exc:  # noqa: BLE001 - closing anyway

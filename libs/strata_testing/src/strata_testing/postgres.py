@@ -43,6 +43,7 @@ __all__ = [
     "PostgresServer",
     "PostgresUnavailable",
     "database_url",
+    "ensure_database",
     "fresh_database",
 ]
 
@@ -150,6 +151,27 @@ def fresh_database(admin_url: str, prefix: str = "strata_test") -> Iterator[str]
         yield database_url(admin_url, name)
     finally:
         _run(_execute(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def ensure_database(admin_url: str, name: str) -> str:
+    """Creates database `name` unless it exists (a persistent one, e.g. for `strata up`).
+
+    Returns:
+        The URL of the database.
+    """
+    if not _DB_PREFIX.fullmatch(name):
+        raise ValueError(f"database name must match {_DB_PREFIX.pattern}, got {name!r}")
+
+    async def create() -> None:
+        conn = await asyncpg.connect(admin_url, timeout=_CONNECT_TIMEOUT_S)
+        try:
+            if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+                await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
+        finally:
+            await conn.close()
+
+    _run(create())
+    return database_url(admin_url, name)
 
 
 def _service_account() -> pwd.struct_passwd:

@@ -14,7 +14,7 @@ __all__ = ["ConfigEntry", "LimitsConfig", "RoutingPolicyConfig", "config_key"]
 class RoutingPolicyConfig(Contract):
     """A RoutingPolicy: which strategy applies to a model by default."""
 
-    kind: Literal["routing-policy"] = "routing-policy"
+    kind: Literal["routing-policy"] = Field(default="routing-policy", description="Entry tag.")
     name: str = Field(description="Policy name (the CR name).")
     model: str | None = Field(default=None, description="Model it applies to; None = every model.")
     default_strategy: str = Field(description="Strategy used when the request names none.")
@@ -24,7 +24,7 @@ class RoutingPolicyConfig(Contract):
 class LimitsConfig(Contract):
     """Per-tenant limits."""
 
-    kind: Literal["limits"] = "limits"
+    kind: Literal["limits"] = Field(default="limits", description="Entry tag.")
     name: str = Field(description="Tenant id the limits apply to.")
     rpm: int | None = Field(default=None, gt=0, description="Requests per minute.")
     tpm: int | None = Field(default=None, gt=0, description="Prompt + completion tokens per minute.")

@@ -23,7 +23,7 @@ __all__ = [
 class BlockStored(Contract):
     """Full blocks entered the engine's prefix cache (vLLM `BlockStored`)."""
 
-    type: Literal["BlockStored"] = "BlockStored"
+    type: Literal["BlockStored"] = Field(default="BlockStored", description="Event tag (vLLM class name).")
     block_hashes: list[UInt64] = Field(description="Engine block hashes (low 64 bits), in chain order.")
     parent_block_hash: UInt64 | None = Field(
         default=None, description="Hash of the cached block before the first new one; None = chain start."
@@ -38,7 +38,7 @@ class BlockStored(Contract):
 class BlockRemoved(Contract):
     """Blocks left the engine's prefix cache (vLLM `BlockRemoved`)."""
 
-    type: Literal["BlockRemoved"] = "BlockRemoved"
+    type: Literal["BlockRemoved"] = Field(default="BlockRemoved", description="Event tag (vLLM class name).")
     block_hashes: list[UInt64] = Field(description="Engine block hashes (low 64 bits).")
     medium: str = Field(default="GPU", description="Storage tier (GPU, CPU, ...).")
     group_idx: int = Field(default=0, ge=0, description="KV-cache group of the blocks.")
@@ -47,7 +47,7 @@ class BlockRemoved(Contract):
 class AllBlocksCleared(Contract):
     """The engine dropped its whole prefix cache, or the agent lost track and resyncs."""
 
-    type: Literal["AllBlocksCleared"] = "AllBlocksCleared"
+    type: Literal["AllBlocksCleared"] = Field(default="AllBlocksCleared", description="Event tag (vLLM class name).")
     resync: bool = Field(
         default=False, description="True when emitted by the agent after an unrecoverable sequence gap."
     )

@@ -1,0 +1,1 @@
+"""The `strata` command: a local cluster (up/down/status) and the demo."""

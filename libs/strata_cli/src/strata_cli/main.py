@@ -1,0 +1,155 @@
+"""`strata`: run a local cluster and the demo.
+
+strata up [--state-dir DIR]     start NATS, PostgreSQL and every installed service; Ctrl-C stops all
+strata status [--state-dir DIR] show what a running `strata up` started and whether it is ready
+strata down [--state-dir DIR]   stop a running `strata up` (SIGTERM; it drains and cleans up)
+strata demo [--state-dir DIR]   start the cluster, check readiness, round-trip every contract, stop
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from strata_cli.cluster import Component, LocalCluster, StartupError, probe_ready, read_state
+from strata_cli.roundtrip import round_trip_all
+from strata_testing.poll import PollTimeout, wait_until
+
+__all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `strata` command; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="strata", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in (
+        ("up", "start a local cluster (foreground; Ctrl-C stops it)"),
+        ("status", "show the running local cluster"),
+        ("down", "stop the running local cluster"),
+        ("demo", "start, verify and stop a local cluster"),
+    ):
+        cmd = sub.add_parser(name, help=help_text)
+        cmd.add_argument("--state-dir", type=Path, default=Path(os.environ.get("STRATA_HOME", ".strata")))
+    args = parser.parse_args(argv)
+    handler = {"up": _up, "status": _status, "down": _down, "demo": _demo}[args.command]
+    return handler(args.state_dir)
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def _print_components(components: Sequence[Component]) -> None:
+    for c in components:
+        extra = f" ({c.source})" if c.source else f" pid {c.pid}, log {c.log}"
+        _say(f"  {c.name:<12} {c.url}{extra}")
+
+
+def _start(state_dir: Path) -> LocalCluster | None:
+    if read_state(state_dir) is not None:
+        _say(f"a cluster is already running from {state_dir} (strata down first)")
+        return None
+    cluster = LocalCluster(state_dir)
+    try:
+        components = cluster.start()
+    except (StartupError, RuntimeError, OSError) as exc:
+        _say(f"start-up failed: {exc}")
+        return None
+    _say("NATS up, PostgreSQL up" + ("" if len(components) > 2 else "; no Strata services installed yet"))
+    for c in components:
+        if c.kind == "service":
+            _say(f"  {c.name} ready")
+    _print_components(components)
+    return cluster
+
+
+def _up(state_dir: Path) -> int:
+    cluster = _start(state_dir)
+    if cluster is None:
+        return 1
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    _say("cluster running; Ctrl-C (or `strata down`) stops it")
+    while not stop.wait(0.5):
+        died = {name: code for name, code in cluster.exit_codes().items() if code is not None}
+        if died:
+            _say(f"service exited unexpectedly: {died}")
+            break
+    _say("stopping ...")
+    cluster.stop()
+    _say("stopped cleanly")
+    return 0 if stop.is_set() else 1
+
+
+def _status(state_dir: Path) -> int:
+    state = read_state(state_dir)
+    if state is None:
+        _say(f"no cluster running from {state_dir}")
+        return 1
+    components = [Component(**raw) for raw in state["components"]]  # type: ignore[attr-defined]
+    _say(f"cluster (strata up pid {state['pid']}):")
+    for c in components:
+        status = ("ready" if probe_ready(c.url) else "NOT READY") if c.kind == "service" else "up"
+        _say(f"  {c.name:<12} {status:<9} {c.url}")
+    return 0
+
+
+def _down(state_dir: Path) -> int:
+    state = read_state(state_dir)
+    if state is None:
+        _say(f"no cluster running from {state_dir}")
+        return 1
+    pid = int(str(state["pid"]))
+    try:
+        os.kill(pid, signal.SIGTERM)
+        wait_until(lambda: not _alive(pid), timeout=60, what=f"strata up (pid {pid}) exit")
+    except ProcessLookupError:
+        (state_dir / "cluster.json").unlink(missing_ok=True)
+        _say("stale state removed (strata up was not running)")
+        return 0
+    except PollTimeout:
+        _say(f"strata up (pid {pid}) did not stop within 60 s")
+        return 1
+    _say("cluster stopped")
+    return 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _demo(state_dir: Path) -> int:
+    cluster = _start(state_dir)
+    if cluster is None:
+        return 1
+    try:
+        results = asyncio.run(round_trip_all(cluster.nats_url))
+        _say("\ncontract round trip over NATS:")
+        _say(f"  {'channel':<36} {'transport':<9} {'message':<20} {'bytes':>5} {'ms':>6}  result")
+        for r in results:
+            _say(
+                f"  {r.channel.name:<36} {r.channel.transport.value:<9} {r.channel.message.__name__:<20} "
+                f"{r.size:>5} {r.millis:>6.1f}  {'ok' if r.ok else 'FAILED'}"
+            )
+        ok = all(r.ok for r in results)
+        _say(f"\n{sum(r.ok for r in results)}/{len(results)} contracts round-tripped")
+    finally:
+        cluster.stop()
+    codes = cluster.exit_codes()
+    _say("clean shutdown" if all(code in (0, None) for code in codes.values()) else f"unclean shutdown: {codes}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
