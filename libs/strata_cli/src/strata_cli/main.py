@@ -109,7 +109,10 @@ def _down(state_dir: Path) -> int:
     pid = int(str(state["pid"]))
     try:
         os.kill(pid, signal.SIGTERM)
-        wait_until(lambda: not _alive(pid), timeout=60, what=f"strata up (pid {pid}) exit")
+        # `strata up` removes the state file as the last step of a clean stop.
+        wait_until(
+            lambda: read_state(state_dir) is None or not _alive(pid), timeout=60, what=f"strata up (pid {pid}) stop"
+        )
     except ProcessLookupError:
         (state_dir / "cluster.json").unlink(missing_ok=True)
         _say("stale state removed (strata up was not running)")
