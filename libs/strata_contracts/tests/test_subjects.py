@@ -20,7 +20,7 @@ def test_builders(built: str, expected: str) -> None:
     assert built == expected
 
 
-@pytest.mark.parametrize("bad", ["", "a.b", "a*", ">", "has space", "tab\t", "ü"])
+@pytest.mark.parametrize("bad", ["", "a.b", "a*", ">", "has space", "tab\t", "ü", "host:8000", "kv@x"])
 def test_invalid_tokens_rejected(bad: str) -> None:
     with pytest.raises(subjects.InvalidToken, match="engine id"):
         subjects.engine_load(bad)

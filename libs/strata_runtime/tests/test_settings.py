@@ -55,3 +55,21 @@ def test_settings_table_lists_env_names_and_defaults() -> None:
     rows = {env: (default, desc) for env, default, desc in settings_table(RouterLikeSettings)}
     assert rows["STRATA_ROUTER_PICK_TIMEOUT_MS"] == ("20", "Deadline of one pick.")
     assert "STRATA_ROUTER_NATS_URL" in rows
+
+
+def test_flag_overrides_win_and_are_named_in_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STRATA_ROUTER_PORT", "8123")
+    assert load_settings(RouterLikeSettings, {"port": "--port"}, port="9000").port == 9000
+    with pytest.raises(SettingsError, match=r"--port='x'"):
+        load_settings(RouterLikeSettings, {"port": "--port"}, port="x")
+
+
+class ListSettings(ServiceSettings):
+    model_config = service_config("router")
+    engines: list[str] = Field(default_factory=list, description="Engine ids.")
+
+
+def test_bad_json_in_a_complex_setting_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STRATA_ROUTER_ENGINES", "[not json")
+    with pytest.raises(SettingsError, match="STRATA_ROUTER_ENGINES: not valid JSON"):
+        load_settings(ListSettings)

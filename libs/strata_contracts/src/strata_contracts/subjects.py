@@ -39,8 +39,9 @@ __all__ = [
 ]
 
 _PREFIX: Final = "strata"
-# A NATS token: no separators, wildcards or whitespace. We also keep it printable ASCII.
-_TOKEN_RE: Final = re.compile(r"^[A-Za-z0-9_\-:@=]+$")
+# A NATS subject token that is also a valid JetStream KV key (ids are both): ASCII
+# letters, digits, `_`, `-` and `=`; no separators, wildcards or whitespace.
+_TOKEN_RE: Final = re.compile(r"^[A-Za-z0-9_\-=]+$")
 
 
 class InvalidToken(ValueError):
@@ -57,7 +58,7 @@ def token(value: str, what: str = "token") -> str:
     if not _TOKEN_RE.fullmatch(value):
         raise InvalidToken(
             f"{what} {value!r} is not a valid NATS subject token "
-            "(allowed: letters, digits and _-:@=; no dots, wildcards or spaces)"
+            "(allowed: letters, digits and _-=; no dots, colons, wildcards or spaces)"
         )
     return value
 

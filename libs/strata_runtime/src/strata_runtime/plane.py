@@ -16,9 +16,10 @@ from nats.js.api import RetentionPolicy, StorageType
 from strata_contracts import subjects
 from strata_runtime.messaging import Broker
 
-__all__ = ["ensure_event_plane"]
+__all__ = ["REGISTRY_TTL_S", "ensure_event_plane"]
 
 _HOUR = 3600.0
+REGISTRY_TTL_S = 30.0
 _DAY = 24 * _HOUR
 
 
@@ -40,6 +41,7 @@ async def ensure_event_plane(broker: Broker) -> None:
         max_age=7 * _DAY,
         duplicate_window=600.0,
     )
-    await broker.kv(subjects.ENGINE_REGISTRY_BUCKET, history=1)
+    # Agents heartbeat every few seconds; a crashed agent's engines expire on their own.
+    await broker.kv(subjects.ENGINE_REGISTRY_BUCKET, history=1, ttl=REGISTRY_TTL_S)
     await broker.kv(subjects.CACHE_RING_BUCKET, history=10)
     await broker.kv(subjects.CONFIG_BUCKET, history=10)

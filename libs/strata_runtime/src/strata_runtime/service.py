@@ -98,8 +98,17 @@ def service_main(
     settings_cls: type[S],
     build_app: Callable[[S], Service],
     argv: Sequence[str] | None = None,
+    flags: Sequence[str] = (),
 ) -> NoReturn:
     """Entry point of `python -m strata_<name>`: parse flags, validate settings, run.
+
+    Args:
+        name: service name (settings prefix, logs, tracing).
+        settings_cls: its settings class.
+        build_app: builds the service from validated settings (no I/O).
+        argv: command line (default: sys.argv[1:]).
+        flags: settings fields also accepted as `--field-name VALUE` flags; a flag
+            overrides the environment variable.
 
     Exits 2 with a one-line message naming the variable when a setting is invalid,
     1 when start-up fails, 0 after a clean shutdown.
@@ -112,9 +121,14 @@ def service_main(
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--check-settings", action="store_true", help="validate the settings, print them, exit")
+    for field_name in flags:
+        info = settings_cls.model_fields[field_name]
+        parser.add_argument(f"--{field_name.replace('_', '-')}", dest=field_name, help=info.description)
     args = parser.parse_args(argv)
+    overrides = {f: getattr(args, f) for f in flags if getattr(args, f) is not None}
+    origins = {f: f"--{f.replace('_', '-')}" for f in flags}
     try:
-        settings = load_settings(settings_cls)
+        settings = load_settings(settings_cls, origins, **overrides)
     except SettingsError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 from pydantic import Field, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsError as SourceError
 
 __all__ = ["ServiceSettings", "SettingsError", "env_name", "load_settings", "service_config", "settings_table"]
 
@@ -62,9 +63,15 @@ def env_name(cls: type[ServiceSettings], field: str) -> str:
     return f"{prefix}{field}".upper()
 
 
-def load_settings(cls: type[S], **overrides: Any) -> S:
-    """Build `cls` from the environment (and `overrides`), or raise a one-line SettingsError."""
-    sources: dict[str, str] = {}
+def load_settings(cls: type[S], origins: dict[str, str] | None = None, **overrides: Any) -> S:
+    """Build `cls` from the environment (and `overrides`), or raise a one-line SettingsError.
+
+    Args:
+        cls: the settings class.
+        origins: how to name an overridden field in errors (e.g. its command-line flag).
+        overrides: field values that win over the environment.
+    """
+    sources: dict[str, str] = {f: name for f, name in (origins or {}).items() if f in overrides}
     for field in cls.shared_fields:
         shared = f"STRATA_{field.upper()}"
         if field not in overrides and env_name(cls, field) not in os.environ and shared in os.environ:
@@ -72,6 +79,8 @@ def load_settings(cls: type[S], **overrides: Any) -> S:
             sources[field] = shared
     try:
         return cls(**overrides)
+    except SourceError as exc:  # a complex value (list, dict) that is not valid JSON
+        raise SettingsError(f"invalid setting {_source_error(cls, exc)}") from None
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
@@ -80,6 +89,15 @@ def load_settings(cls: type[S], **overrides: Any) -> S:
             value = error.get("input")
             problems.append(f"{name}={value!r}: {error['msg']}")
         raise SettingsError("invalid setting " + "; ".join(problems)) from None
+
+
+def _source_error(cls: type[ServiceSettings], exc: SourceError) -> str:
+    """`error parsing value for field "engines" from source ...` -> `STRATA_X_ENGINES: not valid JSON`."""
+    text = str(exc)
+    for name in cls.model_fields:
+        if f'"{name}"' in text:
+            return f"{env_name(cls, name)}: not valid JSON ({text})"
+    return text
 
 
 def settings_table(cls: type[ServiceSettings]) -> list[tuple[str, str, str]]:
