@@ -39,7 +39,7 @@ def test_engines_from_json(monkeypatch: pytest.MonkeyPatch) -> None:
         ("STRATA_ENGINEAGENT_ENGINES", "not json", "not valid JSON"),
         ("STRATA_ENGINEAGENT_ENGINES", json.dumps([ENGINE, ENGINE]), "appears twice"),
         ("STRATA_ENGINEAGENT_ENGINES", json.dumps([{**ENGINE, "engine_id": "a.b"}]), "not a valid NATS subject"),
-        ("STRATA_ENGINEAGENT_ENGINES", json.dumps([{**ENGINE, "engine_id": "a:b"}]), "not a valid registry key"),
+        ("STRATA_ENGINEAGENT_ENGINES", json.dumps([{**ENGINE, "engine_id": "a:b"}]), "not a valid NATS subject token"),
         ("STRATA_ENGINEAGENT_ENGINES", json.dumps([{**ENGINE, "kv_events_endpoint": "http://x"}]), "not a ZMQ"),
         ("STRATA_ENGINEAGENT_ENGINES", json.dumps([{**ENGINE, "block_size": 0}]), "greater than 0"),
         ("STRATA_ENGINEAGENT_ENGINES", json.dumps([{**ENGINE, "hash_scheme": "md5"}]), "Input should be"),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Self
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -13,7 +12,6 @@ from strata_contracts.messages import EngineKind, HashScheme
 __all__ = ["EngineSpec"]
 
 _ZMQ_SCHEMES = ("tcp://", "ipc://", "inproc://")
-_KV_KEY_RE = re.compile(r"[-_=A-Za-z0-9]+")
 
 
 class EngineSpec(BaseModel):
@@ -44,10 +42,8 @@ class EngineSpec(BaseModel):
     @field_validator("engine_id")
     @classmethod
     def _engine_id_is_token(cls, value: str) -> str:
-        subjects.token(value, "engine id")
-        if not _KV_KEY_RE.fullmatch(value):  # the registry key; ':' and '@' pass token() but not here
-            raise ValueError(f"engine id {value!r} is not a valid registry key (allowed: letters, digits and _-=)")
-        return value
+        # token() admits exactly what is both a subject token and a registry (KV) key.
+        return subjects.token(value, "engine id")
 
     @field_validator("kv_events_endpoint", "kv_replay_endpoint")
     @classmethod
