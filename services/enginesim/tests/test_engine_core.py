@@ -42,7 +42,9 @@ def make_engine(num_blocks: int = 64, sink: ListSink | None = None, **kw: object
     return SimEngine(config, kv_sink=sink)
 
 
-async def run(engine: SimEngine, prompt: list[int], max_tokens: int = 4, rid: str = "r", **kw: object) -> list[TokenOutput]:
+async def run(
+    engine: SimEngine, prompt: list[int], max_tokens: int = 4, rid: str = "r", **kw: object
+) -> list[TokenOutput]:
     request = GenerateRequest(request_id=rid, prompt_token_ids=prompt, max_tokens=max_tokens, ignore_eos=True, **kw)  # type: ignore[arg-type]
     return [output async for output in engine.generate(request)]
 
@@ -129,7 +131,9 @@ async def test_preemption_by_recompute_when_blocks_run_out() -> None:
         # two requests of 2 prompt blocks growing to 3 blocks each need 6+ blocks with the
         # partial ones: the newest is preempted, recomputed, and both still finish
         prompts = [[k * 1000 + t for t in range(2 * BLOCK)] for k in range(3)]
-        results = await asyncio.gather(*(run(engine, p, max_tokens=BLOCK + 4, rid=f"p{k}") for k, p in enumerate(prompts)))
+        results = await asyncio.gather(
+            *(run(engine, p, max_tokens=BLOCK + 4, rid=f"p{k}") for k, p in enumerate(prompts))
+        )
         assert all(r[-1].finish_reason is FinishReason.LENGTH for r in results)
         assert all(sum(len(o.token_ids) for o in r) == BLOCK + 4 for r in results)
         assert engine.stats.num_preemptions > 0
@@ -198,8 +202,13 @@ class FakeTier:
 async def test_offload_seam_saves_evicted_blocks_and_loads_missing_prefixes() -> None:
     tier = FakeTier()
     config = EngineConfig(
-        model_name="tiny", profile=load_profile("tiny-cpu"), eos_token_id=2, output_token_ids=[5],
-        block_size=BLOCK, num_blocks=8, time_scale=1000.0,
+        model_name="tiny",
+        profile=load_profile("tiny-cpu"),
+        eos_token_id=2,
+        output_token_ids=[5],
+        block_size=BLOCK,
+        num_blocks=8,
+        time_scale=1000.0,
     )
     engine = SimEngine(config, offload=tier)
     engine.start()

@@ -59,11 +59,13 @@ class LocalCluster:
         state_dir: where logs, embedded data and the state file go.
         services: services to start (default: every installed one).
         ready_timeout: seconds each service gets to report ready.
+        service_env: extra environment per service name (e.g. engine count).
     """
 
     state_dir: Path
     services: list[ServiceSpec] | None = None
     ready_timeout: float = 60.0
+    service_env: dict[str, dict[str, str]] = field(default_factory=dict)
     components: list[Component] = field(default_factory=list)
     _stack: ExitStack = field(default_factory=ExitStack)
     _procs: list[tuple[Component, subprocess.Popen[bytes]]] = field(default_factory=list)
@@ -112,6 +114,9 @@ class LocalCluster:
         }
         if spec.needs_database:
             env["STRATA_DATABASE_URL"] = database_url
+        env.update(self.service_env.get(spec.name, {}))
+        if spec.extra_env is not None:
+            env.update(spec.extra_env({c.name: c.url for c in self.components if c.kind == "service"}))
         log_path = self.state_dir / "logs" / f"{spec.name}.log"
         with log_path.open("ab") as log:
             proc = subprocess.Popen(

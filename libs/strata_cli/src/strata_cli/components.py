@@ -7,6 +7,9 @@ Kubernetes API server and is never started locally.
 
 from __future__ import annotations
 
+import json
+import urllib.request
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib.util import find_spec
 
@@ -21,11 +24,14 @@ class ServiceSpec:
         name: short name; also the settings prefix (`STRATA_<NAME>_`).
         module: the module run with `python -m`.
         needs_database: whether it gets `STRATA_DATABASE_URL`.
+        extra_env: environment derived from the services started before it
+            (name -> base URL), e.g. the agent learns the simulated engines.
     """
 
     name: str
     module: str
     needs_database: bool = False
+    extra_env: Callable[[Mapping[str, str]], dict[str, str]] | None = None
 
     @property
     def env_prefix(self) -> str:
@@ -33,9 +39,18 @@ class ServiceSpec:
         return f"STRATA_{self.name.upper()}_"
 
 
+def _agent_env(started: Mapping[str, str]) -> dict[str, str]:
+    """Point the engine agent at every simulated engine (read from enginesim's /engines)."""
+    if "enginesim" not in started:
+        return {}
+    with urllib.request.urlopen(f"{started['enginesim']}/engines", timeout=5) as response:  # noqa: S310 - our URL
+        engines = json.loads(response.read())["engines"]
+    return {"STRATA_ENGINEAGENT_ENGINES": json.dumps(engines)}
+
+
 LOCAL_SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("enginesim", "strata_enginesim"),
-    ServiceSpec("engineagent", "strata_engineagent"),
+    ServiceSpec("engineagent", "strata_engineagent", extra_env=_agent_env),
     ServiceSpec("kvmeta", "strata_kvmeta"),
     ServiceSpec("cacheserver", "strata_cacheserver"),
     ServiceSpec("router", "strata_router"),

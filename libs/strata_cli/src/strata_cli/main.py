@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import sys
 import threading
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
 from strata_cli.cluster import Component, LocalCluster, StartupError, probe_ready, read_state
+from strata_cli.fleet_demo import exercise_fleet
 from strata_cli.roundtrip import round_trip_all
 from strata_testing.poll import PollTimeout, wait_until
 
@@ -36,9 +39,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ):
         cmd = sub.add_parser(name, help=help_text)
         cmd.add_argument("--state-dir", type=Path, default=Path(os.environ.get("STRATA_HOME", ".strata")))
+        if name in ("up", "demo"):
+            cmd.add_argument("--engines", type=int, default=4, help="simulated engines to start (default 4)")
     args = parser.parse_args(argv)
-    handler = {"up": _up, "status": _status, "down": _down, "demo": _demo}[args.command]
-    return handler(args.state_dir)
+    if args.command in ("up", "demo"):
+        return {"up": _up, "demo": _demo}[args.command](args.state_dir, args.engines)
+    return {"status": _status, "down": _down}[args.command](args.state_dir)
 
 
 def _say(text: str) -> None:
@@ -51,11 +57,11 @@ def _print_components(components: Sequence[Component]) -> None:
         _say(f"  {c.name:<12} {c.url}{extra}")
 
 
-def _start(state_dir: Path) -> LocalCluster | None:
+def _start(state_dir: Path, engines: int) -> LocalCluster | None:
     if read_state(state_dir) is not None:
         _say(f"a cluster is already running from {state_dir} (strata down first)")
         return None
-    cluster = LocalCluster(state_dir)
+    cluster = LocalCluster(state_dir, service_env={"enginesim": {"STRATA_ENGINESIM_ENGINES": str(engines)}})
     try:
         components = cluster.start()
     except (StartupError, RuntimeError, OSError) as exc:
@@ -69,8 +75,8 @@ def _start(state_dir: Path) -> LocalCluster | None:
     return cluster
 
 
-def _up(state_dir: Path) -> int:
-    cluster = _start(state_dir)
+def _up(state_dir: Path, engines: int) -> int:
+    cluster = _start(state_dir, engines)
     if cluster is None:
         return 1
     stop = threading.Event()
@@ -132,11 +138,12 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _demo(state_dir: Path) -> int:
-    cluster = _start(state_dir)
+def _demo(state_dir: Path, engines: int) -> int:
+    cluster = _start(state_dir, engines)
     if cluster is None:
         return 1
     try:
+        fleet_ok = _demo_fleet(cluster)
         results = asyncio.run(round_trip_all(cluster.nats_url))
         _say("\ncontract round trip over NATS:")
         _say(f"  {'channel':<36} {'transport':<9} {'message':<20} {'bytes':>5} {'ms':>6}  result")
@@ -145,13 +152,36 @@ def _demo(state_dir: Path) -> int:
                 f"  {r.channel.name:<36} {r.channel.transport.value:<9} {r.channel.message.__name__:<20} "
                 f"{r.size:>5} {r.millis:>6.1f}  {'ok' if r.ok else 'FAILED'}"
             )
-        ok = all(r.ok for r in results)
+        ok = all(r.ok for r in results) and fleet_ok
         _say(f"\n{sum(r.ok for r in results)}/{len(results)} contracts round-tripped")
     finally:
         cluster.stop()
     codes = cluster.exit_codes()
     _say("clean shutdown" if all(code in (0, None) for code in codes.values()) else f"unclean shutdown: {codes}")
     return 0 if ok else 1
+
+
+def _demo_fleet(cluster: LocalCluster) -> bool:
+    """Requests through the simulated engines; load and KV events observed on NATS."""
+    sim = next((c for c in cluster.components if c.name == "enginesim"), None)
+    if sim is None:
+        return True
+    with urllib.request.urlopen(f"{sim.url}/engines", timeout=5) as response:  # noqa: S310 - our own URL
+        listing = json.loads(response.read())
+    report = asyncio.run(exercise_fleet(cluster.nats_url, listing["engines"], listing["model"]))
+    _say("\nrequests to the simulated engines (two per engine, shared prefix):")
+    for engine_id, prompt, cached in report.requests:
+        _say(f"  {engine_id:<8} prompt_tokens={prompt:<5} cached_tokens={cached}")
+    _say("\nseen on NATS:")
+    ok = True
+    for engine in listing["engines"]:
+        engine_id = engine["engine_id"]
+        load = report.last_load.get(engine_id)
+        loads, stored = report.load_messages[engine_id], report.stored_blocks[engine_id]
+        ok = ok and loads > 0 and stored > 0
+        detail = f"kv_usage={load.kv_usage:.3f} gen_tps={load.generation_tps:.0f}" if load else "no load message"
+        _say(f"  {engine_id:<8} {loads:>3} load messages ({detail}), {stored} blocks stored via KV events")
+    return ok
 
 
 if __name__ == "__main__":

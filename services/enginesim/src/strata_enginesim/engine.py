@@ -142,6 +142,9 @@ class SimEngine:
         if request.request_id in self._queues:
             raise ValueError(f"duplicate request id {request.request_id!r}")
         stamped = dataclasses.replace(request, arrival_time=self.now())
+        frontend = self.config.profile.step.frontend_s
+        if frontend > 0:
+            await asyncio.sleep(frontend / self.config.time_scale)
         sim = self.scheduler.add(stamped)  # RequestRejected propagates before any output
         self._queues[request.request_id] = queue
         self._wake.set()

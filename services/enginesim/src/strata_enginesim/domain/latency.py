@@ -48,6 +48,9 @@ class StepCoefficients(BaseModel):
     kv_read_s_per_token: float = Field(ge=0, description="Reading one context token's KV in attention.")
     per_token_s: float = Field(ge=0, description="Dense compute per new token (2 x parameters FLOPs).")
     per_pair_s: float = Field(ge=0, description="Attention compute per (new token, context token) pair.")
+    frontend_s: float = Field(
+        default=0.0, ge=0, description="Per-request delay before scheduling (API server to engine core hop)."
+    )
 
 
 class EngineShape(BaseModel):

@@ -112,7 +112,9 @@ class Scheduler:
             )
         max_blocks = -(-(prompt + params.max_tokens) // self.kv.block_size)
         if max_blocks > self.kv.pool.num_blocks:
-            raise RequestRejected(f"The request needs {max_blocks} KV blocks; the engine has {self.kv.pool.num_blocks}.")
+            raise RequestRejected(
+                f"The request needs {max_blocks} KV blocks; the engine has {self.kv.pool.num_blocks}."
+            )
         seed = params.seed if params.seed is not None else zlib.crc32(params.request_id.encode())
         seq = SeqState(params.request_id, list(params.prompt_token_ids), params.cache_salt)
         request = SimRequest(params, seq, random.Random(seed), num_prompt=prompt)
