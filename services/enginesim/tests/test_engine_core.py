@@ -225,3 +225,21 @@ async def test_offload_seam_saves_evicted_blocks_and_loads_missing_prefixes() ->
         assert_no_leaks(engine)
     finally:
         await engine.stop()
+
+
+@pytest.mark.parametrize("name", ["tiny-cpu", "llama-3.1-8b-a100", "llama-3.1-8b-h100", "llama-3-70b-a100-tp4"])
+def test_shipped_profiles_load_and_order_sensibly(name: str) -> None:
+    from strata_enginesim.domain.latency import StepWork
+
+    profile = load_profile(name)
+    decode = profile.step_time(StepWork(decode_seqs=1, context_tokens=1000))
+    prefill = profile.step_time(StepWork(prefill_tokens=1000, context_tokens=1000, attention_pairs=1000 * 500))
+    busy = profile.step_time(StepWork(decode_seqs=64, context_tokens=64 * 1000))
+    assert 0 < decode < prefill
+    assert decode <= busy
+    assert profile.sources
+
+
+def test_unknown_profile_lists_the_shipped_ones() -> None:
+    with pytest.raises(ValueError, match="shipped: .*tiny-cpu"):
+        load_profile("nope")

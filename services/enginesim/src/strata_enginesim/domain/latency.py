@@ -105,10 +105,9 @@ def load_profile(name_or_path: str) -> LatencyProfile:
     Raises:
         ValueError: unknown profile name (the message lists the shipped ones) or invalid file.
     """
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = _profile_dir() / f"{name_or_path}.yaml"
-    if not path.exists():
+    shipped = _profile_dir() / f"{name_or_path}.yaml"
+    path = shipped if shipped.exists() else Path(name_or_path)
+    if not path.is_file():
         raise ValueError(f"unknown latency profile {name_or_path!r}; shipped: {', '.join(available_profiles())}")
     data = yaml.safe_load(path.read_text())
     return LatencyProfile.model_validate({"name": path.stem, **data})
