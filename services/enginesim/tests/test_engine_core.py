@@ -67,7 +67,7 @@ async def sink_engine() -> tuple[SimEngine, ListSink]:
 
 
 async def test_repeated_prompt_reports_shared_full_blocks_as_cached(sink_engine: tuple[SimEngine, ListSink]) -> None:
-    engine, sink = sink_engine
+    engine, _ = sink_engine
     prompt = list(range(1000, 1000 + 5 * BLOCK + 3))  # 5 full blocks + 3 tokens
     first = await run(engine, prompt, rid="a")
     second = await run(engine, prompt, rid="b")
@@ -241,5 +241,5 @@ def test_shipped_profiles_load_and_order_sensibly(name: str) -> None:
 
 
 def test_unknown_profile_lists_the_shipped_ones() -> None:
-    with pytest.raises(ValueError, match="shipped: .*tiny-cpu"):
+    with pytest.raises(ValueError, match=r"shipped: .*tiny-cpu"):
         load_profile("nope")

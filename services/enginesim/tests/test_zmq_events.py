@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 import zmq
-from strata_enginesim.adapters.zmq_events import ZmqKvEventPublisher, is_bind_endpoint, offset_endpoint
 
 from strata_contracts.vllm_kv_events import (
     SEQ_END,
@@ -27,6 +26,7 @@ from strata_contracts.vllm_kv_events import (
     encode_batch,
     encode_seq,
 )
+from strata_enginesim.adapters.zmq_events import ZmqKvEventPublisher, is_bind_endpoint, offset_endpoint
 from strata_testing import free_port, wait_until
 from strata_testing.vllm_env import vllm_python
 

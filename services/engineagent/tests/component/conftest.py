@@ -20,8 +20,6 @@ import pytest_asyncio
 import zmq
 import zmq.asyncio
 from aiohttp import web
-from strata_engineagent.app import build_app
-from strata_engineagent.settings import EngineAgentSettings
 
 from strata_contracts.vllm_kv_events import (
     SEQ_END,
@@ -33,6 +31,8 @@ from strata_contracts.vllm_kv_events import (
     encode_batch,
     encode_seq,
 )
+from strata_engineagent.app import build_app
+from strata_engineagent.settings import EngineAgentSettings
 from strata_runtime import GracefulShutdown, Service, run_service
 from strata_runtime.probes import HttpServer
 from strata_testing import poll_until

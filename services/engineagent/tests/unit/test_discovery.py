@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
+from strata_contracts.messages import EngineKind, HashScheme
 from strata_engineagent.domain.discovery import (
     DiscoveryIncomplete,
     ModelInfo,
@@ -15,8 +17,6 @@ from strata_engineagent.domain.discovery import (
 )
 from strata_engineagent.domain.load import CacheConfig
 from strata_engineagent.settings import EngineSpec
-
-from strata_contracts.messages import EngineKind, HashScheme
 
 VLLM_MODELS: dict[str, Any] = {  # measured shape, vLLM 0.32 (reference §4)
     "object": "list",

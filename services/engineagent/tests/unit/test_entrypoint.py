@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 from strata_engineagent.settings import EngineAgentSettings
-
 from strata_runtime.settings import settings_table
 
 

@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 import pytest
+
 from strata_engineagent.domain.promtext import parse_families
 
 SAMPLE = (Path(__file__).parent.parent / "data" / "vllm_0_32_metrics.txt").read_text()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from strata_engineagent.domain.load import CacheConfig
 from strata_engineagent.domain.registry import EngineState, RegistryAction, registry_action
 from strata_engineagent.settings import EngineSpec

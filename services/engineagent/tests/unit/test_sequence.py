@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from strata_engineagent.domain.sequence import Plan, Recovery, ResyncReason, SequenceTracker, plan_recovery
 
 R = ResyncReason

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from strata_engineagent.settings import EngineAgentSettings
 
 from strata_contracts.messages import HashScheme
+from strata_engineagent.settings import EngineAgentSettings
 from strata_runtime import SettingsError, load_settings
 
 ENGINE = {"engine_id": "e1", "url": "http://127.0.0.1:8000", "kv_events_endpoint": "tcp://127.0.0.1:5557"}

@@ -144,7 +144,7 @@ def fit_profile(samples: Sequence[Sample], base: LatencyProfile) -> LatencyProfi
 
 def _pct(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def summarize(real: Sequence[Sample], sim: Sequence[Sample]) -> str:

@@ -15,7 +15,6 @@ from aiohttp import web
 
 from strata_contracts.vllm_kv_events import WireShape
 from strata_enginesim.adapters.zmq_events import ZmqKvEventPublisher
-from strata_enginesim.domain.latency import LatencyProfile
 from strata_enginesim.domain.tokenizer import SimTokenizer
 from strata_enginesim.engine import EngineConfig, SimEngine
 from strata_enginesim.handlers.metrics import VllmMetrics
