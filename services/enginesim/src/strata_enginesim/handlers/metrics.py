@@ -23,9 +23,10 @@ from typing import Final
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
 
-from strata_enginesim.domain.types import EngineCore, TokenOutput
-from strata_enginesim.handlers.metrics_stats import LABELS, StatsCollector, Throughput, cache_config_info
+from strata_enginesim.domain.types import TokenOutput
+from strata_enginesim.handlers.metrics_stats import LABELS, EngineView, StatsCollector, Throughput, cache_config_info
 
 __all__ = ["RequestTracker", "VllmMetrics", "request_token_buckets"]
 
@@ -156,6 +157,16 @@ class RequestTracker:
             hist.params_max_tokens.observe(m.max_tokens)
 
 
+class _Part:
+    """A registry collector that yields one part of :class:`StatsCollector`."""
+
+    def __init__(self, collect: Callable[[], Iterable[Metric]]) -> None:
+        self._collect = collect
+
+    def collect(self) -> Iterable[Metric]:
+        return self._collect()
+
+
 class VllmMetrics:
     """vLLM's ``/metrics`` for one engine.
 
@@ -175,7 +186,7 @@ class VllmMetrics:
 
     def __init__(
         self,
-        engine: EngineCore,
+        engine: EngineView,
         model_name: str,
         *,
         engine_index: int = 0,
@@ -186,12 +197,14 @@ class VllmMetrics:
         throughput_window_s: float = 10.0,
     ) -> None:
         labels = (model_name, str(engine_index))
-        self.registry = CollectorRegistry()
-        self._histograms = _Histograms(self.registry, labels, engine.max_model_len)
         info = cache_config_info(engine, enable_prefix_caching, prefix_caching_hash_algo)
         info.update({k: str(v) for k, v in (cache_config or {}).items()})
         info["engine"] = labels[1]
-        self.registry.register(StatsCollector(engine, labels, info, Throughput(clock, throughput_window_s)))
+        stats = StatsCollector(engine, labels, info, Throughput(clock, throughput_window_s))
+        self.registry = CollectorRegistry()
+        self.registry.register(_Part(stats.collect))
+        self._histograms = _Histograms(self.registry, labels, engine.max_model_len)  # registered here
+        self.registry.register(_Part(stats.collect_tail))
 
     def track(self) -> RequestTracker:
         """A tracker for one new request."""

@@ -10,19 +10,27 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from typing import Final
+from typing import Final, Protocol
 
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 
-from strata_enginesim.domain.types import EngineCore, EngineStats
+from strata_enginesim.domain.types import EngineStats
 
-__all__ = ["LABELS", "StatsCollector", "Throughput", "cache_config_info"]
+__all__ = ["LABELS", "EngineView", "StatsCollector", "Throughput", "cache_config_info"]
 
 LABELS: Final = ("model_name", "engine")
 _FINISH_REASONS: Final = ("stop", "length", "abort", "error", "repetition")
 _CACHED_SOURCES: Final = ("device", "host", "p2p", "disk", "external_unspecified")
 _ADMISSION_REASONS: Final = ("max_num_queued_reqs", "max_num_queued_tokens")
+
+
+class EngineView(Protocol):
+    """What the metrics read from an engine (every EngineCore is one)."""
+
+    max_model_len: int
+    block_size: int
+    num_blocks: int
+    stats: EngineStats
 
 
 class Throughput:
@@ -45,11 +53,16 @@ class Throughput:
         return (prompt_tokens - prompt0) / elapsed, (generation_tokens - gen0) / elapsed
 
 
-class StatsCollector(Collector):
-    """Gauges and counters computed from EngineStats at scrape time."""
+class StatsCollector:
+    """Gauges and counters computed from EngineStats at scrape time.
+
+    Two parts, so that the exposition keeps vLLM's order around the histograms (which the
+    registry emits between them): :meth:`collect` (vLLM's gauges and counters) and
+    :meth:`collect_tail` (``vllm:cache_config_info`` and the legacy V0 names).
+    """
 
     def __init__(
-        self, engine: EngineCore, labels: tuple[str, str], info: dict[str, str], throughput: Throughput
+        self, engine: EngineView, labels: tuple[str, str], info: dict[str, str], throughput: Throughput
     ) -> None:
         self._engine = engine
         self._labels = labels
@@ -58,8 +71,19 @@ class StatsCollector(Collector):
         self._created = time.time()
 
     def collect(self) -> Iterable[Metric]:
+        """vLLM's gauges and counters, in its registration order."""
         s: EngineStats = self._engine.stats
         hits = s.prefix_cache_hits
+        for what, doc in (
+            ("flops", "floating point operations"),
+            ("read_bytes", "bytes read from memory"),
+            ("write_bytes", "bytes written to memory"),
+        ):
+            yield self._counter(
+                f"vllm:estimated_{what}_per_gpu",
+                f"Estimated number of {doc} per GPU (for Model Flops Utilization calculations).",
+                0,
+            )
         yield self._gauge("vllm:num_requests_running", "Number of requests in model execution batches.", s.num_running)
         yield self._gauge("vllm:num_requests_waiting", "Number of requests waiting to be processed.", s.num_waiting)
         yield self._gauge(
@@ -88,13 +112,13 @@ class StatsCollector(Collector):
             "vllm:external_prefix_cache_queries",
             "External prefix cache queries from KV connector cross-instance cache sharing, "
             "in terms of number of queried tokens.",
-            0,
+            s.external_queries,
         )
         yield self._counter(
             "vllm:external_prefix_cache_hits",
             "External prefix cache hits from KV connector cross-instance cache sharing, "
             "in terms of number of cached tokens.",
-            0,
+            s.external_hits,
         )
         yield self._counter(
             "vllm:mm_cache_queries", "Multi-modal cache queries, in terms of number of queried items.", 0
@@ -104,20 +128,22 @@ class StatsCollector(Collector):
             "vllm:num_preemptions", "Cumulative number of preemption from the engine.", s.num_preemptions
         )
         yield self._counter("vllm:prompt_tokens", "Number of prefill tokens processed.", s.prompt_tokens)
-        computed = max(s.prompt_tokens - hits, 0)
+        computed = max(s.prompt_tokens - hits - s.external_hits, 0)
         by_source: dict[tuple[str, ...], float] = {
             ("local_compute",): computed,
             ("local_cache_hit",): hits,
-            ("external_kv_transfer",): 0,
+            ("external_kv_transfer",): s.external_hits,
         }
         yield self._counter("vllm:prompt_tokens_by_source", "Number of prompt tokens by source.", by_source, "source")
-        yield self._counter("vllm:prompt_tokens_cached", "Number of cached prompt tokens (local + external).", hits)
+        yield self._counter(
+            "vllm:prompt_tokens_cached", "Number of cached prompt tokens (local + external).", hits + s.external_hits
+        )
         yield self._counter(
             "vllm:prompt_tokens_cached_by_source",
             "Prefix-cache hit tokens by the cache tier that supplied them: device (local HBM), host (offloaded to "
             "DRAM), disk, p2p (transferred from another vLLM instance) or external_unspecified. Counted at "
             "admission; sums to vllm:prefix_cache_hits + vllm:external_prefix_cache_hits.",
-            {(src,): hits if src == "device" else 0 for src in _CACHED_SOURCES},
+            {(src,): {"device": hits, "host": s.external_hits}.get(src, 0) for src in _CACHED_SOURCES},
             "source",
         )
         yield self._counter("vllm:generation_tokens", "Number of generation tokens processed.", s.generation_tokens)
@@ -135,14 +161,15 @@ class StatsCollector(Collector):
         for reason in _ADMISSION_REASONS:
             rejections.add_metric((self._labels[0], reason), 0, created=self._created)
         yield rejections
+
+    def collect_tail(self) -> Iterable[Metric]:
+        """``vllm:cache_config_info``, then the V0-era names."""
         info = GaugeMetricFamily(
             "vllm:cache_config_info", "Information of the LLMEngine CacheConfig", labels=tuple(self._info)
         )
         info.add_metric(tuple(self._info.values()), 1)
         yield info
-        yield from self._legacy(s)
-
-    def _legacy(self, s: EngineStats) -> Iterable[Metric]:
+        s: EngineStats = self._engine.stats
         prompt_rate, gen_rate = self._throughput.rates(s.prompt_tokens, s.generation_tokens)
         hit_rate = s.prefix_cache_hits / s.prefix_cache_queries if s.prefix_cache_queries else 0.0
         yield self._gauge(
@@ -189,7 +216,7 @@ def _by_label(value: float | Mapping[tuple[str, ...], float]) -> Iterable[tuple[
     return value.items() if isinstance(value, Mapping) else [((), value)]
 
 
-def cache_config_info(engine: EngineCore, enable_prefix_caching: bool, hash_algo: str) -> dict[str, str]:
+def cache_config_info(engine: EngineView, enable_prefix_caching: bool, hash_algo: str) -> dict[str, str]:
     """vLLM 0.32's ``CacheConfig.metrics_info()`` labels, in its field order, for the simulated engine."""
     tokens = engine.block_size * engine.num_blocks
     values: dict[str, object] = {

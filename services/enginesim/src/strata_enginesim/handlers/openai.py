@@ -98,6 +98,11 @@ def add_openai_routes(
     router.add_get("/kv_event_sources", api.kv_event_sources)
     if serve_metrics:
         metrics.add_route(app)
+
+    async def close_watch(_: web.Application) -> None:
+        await api.watch.close()
+
+    app.on_cleanup.append(close_watch)
     if enable_request_id_headers:
         app.on_response_prepare.append(_echo_request_id)
 
@@ -147,21 +152,16 @@ class _OpenAIApi:
                     return err.response()
                 base = _base_request_id(request, body.request_id)
                 request_id = f"chatcmpl-{base}" if chat else f"cmpl-{base}"
-                generate = GenerateRequest(
-                    request_id=request_id if chat else f"{request_id}-0",
-                    prompt_token_ids=plan.token_ids,
-                    max_tokens=plan.max_tokens,
-                    min_tokens=plan.min_tokens,
-                    ignore_eos=body.ignore_eos,
-                    seed=body.seed,
-                    cache_salt=body.cache_salt,
-                    priority=_priority(request, body.priority),
-                )
+                generate = _engine_request(request, body, plan, request_id if chat else f"{request_id}-0")
                 reply = self._reply(body, plan, request_id, chat=chat)
-                tracker = self.metrics.track()
-                stream = bool(body.stream)
                 return await respond(
-                    request, self.engine, self.tokenizer, generate, reply, stream=stream, tracker=tracker
+                    request,
+                    self.engine,
+                    self.tokenizer,
+                    generate,
+                    reply,
+                    stream=bool(body.stream),
+                    tracker=self.metrics.track(),
                 )
         finally:
             self.in_flight -= 1
@@ -257,6 +257,21 @@ class _OpenAIApi:
 
 async def _read_json(request: web.Request) -> Any:
     return parse_json_body(request.headers.get("Content-Type", ""), await request.read())
+
+
+def _engine_request(
+    request: web.Request, body: CompletionBody | ChatBody, plan: PromptPlan, request_id: str
+) -> GenerateRequest:
+    return GenerateRequest(
+        request_id=request_id,
+        prompt_token_ids=plan.token_ids,
+        max_tokens=plan.max_tokens,
+        min_tokens=plan.min_tokens,
+        ignore_eos=body.ignore_eos,
+        seed=body.seed,
+        cache_salt=body.cache_salt,
+        priority=_priority(request, body.priority),
+    )
 
 
 def _usage_options(body: CompletionBody | ChatBody, *, force: bool) -> tuple[bool, bool]:

@@ -52,7 +52,7 @@ class DisconnectWatch:
         interval_s: how often the transports are checked.
     """
 
-    def __init__(self, interval_s: float = 1000.0) -> None:
+    def __init__(self, interval_s: float = 0.2) -> None:
         self._interval_s = interval_s
         self._watched: dict[asyncio.Task[None], web.BaseRequest] = {}  # handler task -> its request
         self._poller: asyncio.Task[None] | None = None
@@ -68,6 +68,14 @@ class DisconnectWatch:
             yield
         finally:
             self._watched.pop(task, None)
+
+    async def close(self) -> None:
+        """Stop the poller (at application cleanup); watched requests are left alone."""
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+            self._poller = None
 
     async def _poll(self) -> None:
         while self._watched:
