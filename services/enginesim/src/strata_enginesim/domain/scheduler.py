@@ -207,6 +207,7 @@ class Scheduler:
             context_tokens=context,
             attention_pairs=pairs,
             loaded_tokens=loaded_blocks * self.kv.block_size,
+            num_seqs=len(scheduled),
         )
 
     def update(self, scheduled: list[Scheduled], now: float) -> list[SeqOutput]:
