@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from opentelemetry.trace import SpanKind
 
 from strata_contracts.vllm_kv_events import WireShape
 from strata_enginesim.adapters.zmq_events import ZmqKvEventPublisher
@@ -22,10 +23,12 @@ from strata_enginesim.handlers.openai import add_openai_routes
 from strata_runtime.net import free_port
 from strata_runtime.probes import HttpServer
 from strata_runtime.shutdown import InFlight
+from strata_runtime.tracing import extract_context, tracer
 
 __all__ = ["EngineHandle", "EngineOptions", "SimFleet"]
 
 _log = logging.getLogger(__name__)
+_tracer = tracer(__name__)
 
 
 @dataclass(frozen=True)
@@ -143,7 +146,12 @@ class SimFleet:
 
     @web.middleware
     async def _track_inflight(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        with self.inflight.track():
+        """Count the request for graceful drain; one server span per request (trace context honoured)."""
+        parent = extract_context(request.headers)
+        with (
+            self.inflight.track(),
+            _tracer.start_as_current_span(f"{request.method} {request.path}", context=parent, kind=SpanKind.SERVER),
+        ):
             response: web.StreamResponse = await handler(request)
             return response
 
