@@ -1,7 +1,7 @@
 """The services `strata up` knows how to start, in start order.
 
-A service is started only if its package is installed (`importlib` finds
-`strata_<name>`); the ones later issues add simply appear. The controller needs a
+A service is started only if its package is installed and runnable (`importlib` finds
+`strata_<name>.__main__`); the ones later issues add simply appear. The controller needs a
 Kubernetes API server and is never started locally.
 """
 
@@ -60,10 +60,13 @@ LOCAL_SERVICES: tuple[ServiceSpec, ...] = (
 
 
 def installed_services() -> list[ServiceSpec]:
-    """The local services whose modules are importable, in start order."""
+    """The local services that can run (`python -m <module>` finds a `__main__`), in start order."""
     found = []
     for spec in LOCAL_SERVICES:
-        package = spec.module.split(".")[0]
-        if find_spec(package) is not None and (package == spec.module or find_spec(spec.module) is not None):
+        try:
+            runnable = find_spec(f"{spec.module}.__main__") is not None
+        except ModuleNotFoundError:  # the package itself is not installed
+            runnable = False
+        if runnable:
             found.append(spec)
     return found
