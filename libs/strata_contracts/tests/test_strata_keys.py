@@ -56,3 +56,16 @@ def test_prefix_change_changes_every_later_key() -> None:
 def test_out_of_range_tokens_rejected(bad: list[int]) -> None:
     with pytest.raises(ValueError, match="token ids"):
         StrataBlockKeys("m", 1).keys(bad)
+
+
+@pytest.mark.parametrize("field", ["token_ids", "keys", "scope"])
+def test_one_changed_value_is_detected(field: str) -> None:
+    case = {k: (list(v) if isinstance(v, list) else v) for k, v in GOLDEN["cases"][0].items()}
+    if field == "token_ids":
+        case["token_ids"][0] ^= 1
+    elif field == "keys":
+        case["keys"][-1] ^= 1
+    else:
+        case["scope"] += "x"
+    keys = StrataBlockKeys(case["scope"], case["block_size"])
+    assert keys.keys(case["token_ids"]) != case["keys"]
