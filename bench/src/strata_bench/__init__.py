@@ -1,0 +1,1 @@
+"""Strata's benchmark toolkit: datasets, workloads, load client, analysis, scenarios."""
