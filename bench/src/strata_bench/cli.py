@@ -41,7 +41,6 @@ from strata_bench.client import (
     warmup_from,
 )
 from strata_bench.model import PlannedRequest, RequestRecord
-from strata_bench.scenarios.cli import add_scenario
 
 if TYPE_CHECKING:
     Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
@@ -288,7 +287,6 @@ COMMANDS: list[Callable[[Subparsers], None]] = [
     add_analyze,
     add_compare,
     add_selfcheck,
-    add_scenario,
 ]
 """Subcommand registrations, in help order (one line per subcommand)."""
 
