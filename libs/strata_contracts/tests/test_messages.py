@@ -49,6 +49,17 @@ def test_models_are_frozen_strict_and_documented(model: type[BaseModel]) -> None
     assert undocumented == []
 
 
+@pytest.mark.parametrize("model", sorted({m for cls in MODELS for m in _all_models(cls)}, key=str), ids=str)
+def test_nullable_fields_default_to_none(model: type[BaseModel]) -> None:
+    """encode() drops None values, so every nullable field must decode back to None when absent."""
+    required_nullable = [
+        name
+        for name, info in model.model_fields.items()
+        if info.is_required() and type(None) in getattr(info.annotation, "__args__", ())
+    ]
+    assert required_nullable == []
+
+
 def test_unknown_field_and_mutation_rejected() -> None:
     load = next(m for m in EXAMPLES if isinstance(m, EngineLoad))
     with pytest.raises(ValidationError, match="extra"):

@@ -30,7 +30,7 @@ class RouteDecision(Contract):
     """`strata.route.v1.pick` reply."""
 
     decision_id: str = Field(description="Id echoed back in the outcome.")
-    engine_id: str | None = Field(description="Chosen engine; None when no engine fits.")
+    engine_id: str | None = Field(default=None, description="Chosen engine; None when no engine fits.")
     url: str | None = Field(default=None, description="Base URL of the chosen engine.")
     strategy: str = Field(description="Strategy that made the choice (after defaults).")
     expected_cached_tokens: int = Field(default=0, ge=0, description="Prefix tokens expected to hit.")
@@ -40,7 +40,7 @@ class RouteDecision(Contract):
 class RouteOutcome(Contract):
     """`strata.route.v1.outcome`: how a routed request went."""
 
-    decision_id: str | None = Field(description="Router decision id; None for a local fallback pick.")
+    decision_id: str | None = Field(default=None, description="Router decision id; None for a local fallback pick.")
     request_id: str = Field(description="Gateway request id.")
     engine_id: str = Field(description="Engine that served (or failed) the request.")
     strategy: str = Field(description="Strategy used.")

@@ -1,0 +1,242 @@
+"""Gateway overhead: latency it adds over talking to the engine directly, and its max req/s.
+
+    load generator ──direct──────────────────────────▶ fast fake engine (own process)
+    load generator ──▶ gateway (python -m strata_gateway) ──▶ same engine
+                          │ embedded NATS: registry, no router (local picks), JetStream usage records
+
+The engine answers every request at once with a constant short body (or a 4-chunk SSE
+stream), so the gateway is the bottleneck. Open-loop runs send at a fixed rate and time
+each request from its *scheduled* send time (no coordinated omission); the added latency
+is gateway minus direct at the same percentile, measured in the same run. The closed-loop
+run keeps `--concurrency` requests in flight for `--duration` seconds and reports req/s.
+
+Run: `.venv/bin/python services/gateway/benchmarks/overhead.py [--rates 200 500] [--duration 10]`.
+Every process shares this machine's cores (printed), which bounds the max req/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from strata_contracts import subjects
+from strata_contracts.messages import EngineRegistration, HashScheme, encode
+from strata_runtime import Broker
+from strata_runtime.plane import ensure_event_plane
+from strata_testing import EmbeddedNats, free_port, poll_until
+
+MODEL = "bench"
+USAGE = {"prompt_tokens": 8, "completion_tokens": 4, "total_tokens": 12, "prompt_tokens_details": {"cached_tokens": 0}}
+REPLY = orjson.dumps(
+    {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion",
+        "model": MODEL,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok ok ok ok"}, "finish_reason": "stop"}],
+        "usage": USAGE,
+    }
+)
+CHUNK = b'data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"ok"}}]}\n\n'
+USAGE_CHUNK = b"data: " + orjson.dumps({"id": "c", "choices": [], "usage": USAGE}) + b"\n\n"
+
+
+# --- the fast fake engine (run as a child process: `overhead.py --engine PORT`) ----------------------
+async def _engine_handler(request: web.Request) -> web.StreamResponse:
+    body = await request.json()
+    if not body.get("stream"):
+        return web.Response(body=REPLY, content_type="application/json")
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8"})
+    await response.prepare(request)
+    await response.write(CHUNK * 4 + (USAGE_CHUNK if (body.get("stream_options") or {}).get("include_usage") else b""))
+    await response.write(b"data: [DONE]\n\n")
+    await response.write_eof()
+    return response
+
+
+def run_engine(port: int) -> None:
+    """Serve the constant engine on 127.0.0.1:`port` until killed."""
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", _engine_handler)
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+
+
+# --- load -----------------------------------------------------------------------------------------------
+@dataclass
+class Result:
+    latencies: list[float]
+    errors: int
+    elapsed: float
+
+    def pct(self, q: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else float("nan")
+
+
+def _body(stream: bool) -> bytes:
+    return orjson.dumps({"model": MODEL, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 4,
+                         "stream": stream})  # fmt: skip
+
+
+async def _one(session: aiohttp.ClientSession, url: str, body: bytes) -> bool:
+    async with session.post(url, data=body, headers={"Content-Type": "application/json"}) as response:
+        await response.read()
+        return response.status == 200
+
+
+async def open_loop(url: str, rate: float, duration: float, stream: bool) -> Result:
+    """Send at `rate` req/s for `duration` s; latency from each request's scheduled time."""
+    body, latencies, errors = _body(stream), [], 0
+    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def fire(scheduled: float) -> None:
+            nonlocal errors
+            try:
+                ok = await _one(session, url, body)
+            except aiohttp.ClientError:
+                ok = False
+            latencies.append(time.perf_counter() - scheduled)
+            errors += not ok
+
+        start, tasks = time.perf_counter(), []
+        for i in range(int(rate * duration)):
+            scheduled = start + i / rate
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(fire(scheduled)))
+        await asyncio.gather(*tasks)
+    return Result(latencies, errors, time.perf_counter() - start)
+
+
+async def closed_loop(url: str, concurrency: int, duration: float, stream: bool) -> Result:
+    """Keep `concurrency` requests in flight for `duration` s."""
+    body, latencies, errors = _body(stream), [], 0
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        deadline = time.perf_counter() + duration
+
+        async def worker() -> None:
+            nonlocal errors
+            while time.perf_counter() < deadline:
+                sent = time.perf_counter()
+                ok = await _one(session, url, body)
+                latencies.append(time.perf_counter() - sent)
+                errors += not ok
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return Result(latencies, errors, time.perf_counter() - start)
+
+
+# --- the setup ------------------------------------------------------------------------------------------
+def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+async def _ready(url: str) -> bool:
+    try:
+        async with aiohttp.ClientSession() as session, session.get(url) as response:
+            return response.status in (200, 405)
+    except aiohttp.ClientError:
+        return False
+
+
+async def _heartbeat(broker: Broker, engine_url: str, stop: asyncio.Event) -> None:
+    kv = await broker.kv(subjects.ENGINE_REGISTRY_BUCKET)
+    while not stop.is_set():
+        registration = EngineRegistration(
+            engine_id="bench-0", url=engine_url, model=MODEL, max_model_len=4096, block_size=16,  # type: ignore[arg-type]
+            hash_scheme=HashScheme.SHA256, agent_id="bench", heartbeat_ts=time.time(),
+        )  # fmt: skip
+        await kv.put("bench-0", encode(registration))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 5)
+
+
+async def main(args: argparse.Namespace) -> None:
+    work = Path(tempfile.mkdtemp(prefix="strata-gw-bench-"))
+    procs: list[subprocess.Popen[bytes]] = []
+    with EmbeddedNats(work / "nats") as nats_url:
+        broker = await Broker.connect(nats_url, "bench")
+        await ensure_event_plane(broker)
+        engine_port, gateway_port = free_port(), free_port()
+        engine_url, gateway_url = f"http://127.0.0.1:{engine_port}", f"http://127.0.0.1:{gateway_port}"
+        env = {**os.environ, "STRATA_NATS_URL": nats_url}
+        procs.append(_spawn([sys.executable, __file__, "--engine", str(engine_port)], env, work / "engine.log"))
+        stop = asyncio.Event()
+        beat = asyncio.create_task(_heartbeat(broker, engine_url, stop))
+        gateway_env = {
+            **env,
+            "STRATA_GATEWAY_PORT": str(gateway_port),
+            "STRATA_GATEWAY_AUTH_ENABLED": "false",
+            "STRATA_GATEWAY_LOG_LEVEL": "WARNING",
+            "STRATA_GATEWAY_USAGE_SPOOL_DIR": str(work / "spool"),
+        }
+        procs.append(_spawn([sys.executable, "-m", "strata_gateway"], gateway_env, work / "gateway.log"))
+        try:
+            await poll_until(lambda: _ready(f"{engine_url}/v1/chat/completions"), timeout=30, what="engine")
+            await poll_until(lambda: _ready(f"{gateway_url}/readyz"), timeout=30, what="gateway")
+            await report(args, f"{engine_url}/v1/chat/completions", f"{gateway_url}/v1/chat/completions")
+        finally:
+            stop.set()
+            await beat
+            for proc in procs:
+                proc.terminate()
+                proc.wait(timeout=30)
+            await broker.close()
+    print(f"logs: {work}")
+
+
+async def report(args: argparse.Namespace, direct: str, gateway: str) -> None:
+    print(f"cores: {os.cpu_count()} (engine, gateway, NATS and this load generator share them)")
+    for url in (direct, gateway):  # warm up both paths (connections, JIT-free but caches)
+        await open_loop(url, 100, 2, stream=False)
+    for stream in (False, True) if args.stream else (False,):
+        kind = "stream" if stream else "json"
+        print(f"\n[{kind}] open loop, {args.duration:.0f} s per run; latency in ms from the scheduled send time")
+        print(f"{'rate':>6} {'direct p50':>11} {'p99':>8} {'gateway p50':>12} {'p99':>8} "
+              f"{'added p50':>10} {'added p99':>10} {'ratio p50':>10} {'errors':>7}")  # fmt: skip
+        for rate in args.rates:
+            d = await open_loop(direct, rate, args.duration, stream)
+            g = await open_loop(gateway, rate, args.duration, stream)
+            print(f"{rate:>6} {d.pct(0.5):>11.2f} {d.pct(0.99):>8.2f} {g.pct(0.5):>12.2f} {g.pct(0.99):>8.2f} "
+                  f"{g.pct(0.5) - d.pct(0.5):>10.2f} {g.pct(0.99) - d.pct(0.99):>10.2f} "
+                  f"{g.pct(0.5) / d.pct(0.5):>9.2f}x {d.errors + g.errors:>7}")  # fmt: skip
+        d = await closed_loop(direct, args.concurrency, args.duration, stream)
+        g = await closed_loop(gateway, args.concurrency, args.duration, stream)
+        d_rps, g_rps = len(d.latencies) / d.elapsed, len(g.latencies) / g.elapsed
+        print(f"[{kind}] max req/s at concurrency {args.concurrency}: direct {d_rps:,.0f}, gateway {g_rps:,.0f} "
+              f"(gateway/direct {g_rps / d_rps:.2f}); p50 {d.pct(0.5):.2f} vs {g.pct(0.5):.2f} ms; "
+              f"errors {d.errors + g.errors}")  # fmt: skip
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rates", type=float, nargs="+", default=[200, 500], help="open-loop rates (req/s)")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per run")
+    parser.add_argument("--concurrency", type=int, default=32, help="closed-loop requests in flight")
+    parser.add_argument("--no-stream", dest="stream", action="store_false", help="skip the SSE runs")
+    parser.add_argument("--engine", type=int, help=argparse.SUPPRESS)  # child mode: serve the fake engine
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    arguments = _parse(sys.argv[1:])
+    if arguments.engine:
+        run_engine(arguments.engine)
+    else:
+        asyncio.run(main(arguments))

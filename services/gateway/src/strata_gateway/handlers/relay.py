@@ -1,0 +1,158 @@
+"""Relaying an engine's response to the client.
+
+Streams are relayed event by event: each complete SSE event is written to the client
+as soon as it arrived (never held for the next one), except the usage-only chunk the
+client did not ask for. The client's 200 head is sent with the first relayed event, so
+a failure before it is still a clean HTTP error (or a retry on another engine):
+
+    upstream fails before the first event  ──▶ UpstreamFailure (caller retries or answers 502/504)
+    upstream fails after it               ──▶ vLLM-style error event, then data: [DONE]
+    upstream ends without data: [DONE]    ──▶ the same (a truncated stream is an error)
+    client write fails                    ──▶ ClientGone (status 499; the upstream is closed)
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+
+import aiohttp
+from aiohttp import web
+
+from strata_gateway.adapters.upstream import UpstreamFailure, classify
+from strata_gateway.domain.errors import stream_error_event
+from strata_gateway.domain.exchange import Exchange
+from strata_gateway.domain.sse import DONE, SseFramer, StreamTap, usage_of_body
+from strata_gateway.telemetry import UPSTREAM_ERRORS
+
+__all__ = ["ClientGone", "relay_body", "relay_stream"]
+
+_SSE_TYPE = "text/event-stream"
+
+
+class ClientGone(Exception):
+    """The client connection closed while the response was being written.
+
+    Attributes:
+        response: the client response as far as it got (return it to aiohttp as is).
+    """
+
+    def __init__(self, response: web.StreamResponse, detail: str) -> None:
+        super().__init__(f"client gone: {detail}")
+        self.response = response
+
+
+def relay_body(
+    exchange: Exchange, status: int, body: bytes, content_type: str, headers: Mapping[str, str]
+) -> web.Response:
+    """A complete (non-streamed) engine response, body untouched; usage taken from it."""
+    exchange.mark_first_byte()
+    exchange.status = status
+    if status < 400:
+        exchange.usage = usage_of_body(body)
+    response = web.Response(status=status, body=body, headers=headers)
+    response.content_type = content_type or "application/json"
+    return response
+
+
+async def relay_stream(
+    request: web.Request,
+    exchange: Exchange,
+    engine_id: str,
+    upstream: aiohttp.ClientResponse,
+    *,
+    headers: Mapping[str, str],
+    deadline: float,
+) -> web.StreamResponse:
+    """Relay an engine's SSE stream to the client (see the module docstring).
+
+    Args:
+        request: the client's request.
+        exchange: the request's state (status, usage, first byte, error are set here).
+        engine_id: for errors and metrics.
+        upstream: the engine's response (its head arrived with status 200).
+        headers: response headers for the client.
+        deadline: event-loop time when the whole request must be over.
+
+    Raises:
+        UpstreamFailure: the engine failed before anything reached the client.
+        ClientGone: the client went away.
+    """
+    assert exchange.request is not None
+    framer = SseFramer()
+    tap = StreamTap(exchange.request.client_usage)
+    client: web.StreamResponse | None = None
+    complete = False
+    try:
+        try:
+            async with asyncio.timeout_at(deadline):
+                async for data in upstream.content.iter_any():
+                    for event in framer.feed(data):
+                        if not tap.inspect(event):
+                            continue
+                        if client is None:
+                            exchange.mark_first_byte()
+                            client = await _open(request, headers)
+                        await _write(client, event)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            failure = classify(exc, engine_id)
+            if client is None:
+                raise failure from exc
+            return await _end_with_error(client, exchange, failure)
+        if not tap.done:
+            failure = UpstreamFailure("disconnect", engine_id, "the stream ended without data: [DONE]")
+            if client is None:
+                raise failure
+            return await _end_with_error(client, exchange, failure)
+        complete = True
+    finally:
+        exchange.usage = tap.usage
+        if complete:
+            upstream.release()
+        else:
+            upstream.close()  # drop the connection: the engine aborts the request
+    if tap.error is not None:
+        exchange.error = "engine_stream_error"
+        UPSTREAM_ERRORS.labels(engine_id, "stream_error").inc()
+    assert client is not None  # [DONE] was relayed, so the stream was opened
+    await _finish(client)
+    return client
+
+
+async def _open(request: web.Request, headers: Mapping[str, str]) -> web.StreamResponse:
+    response = web.StreamResponse(status=200, headers=headers)
+    response.content_type = _SSE_TYPE
+    response.charset = "utf-8"
+    response.headers["Cache-Control"] = "no-cache"
+    try:
+        await response.prepare(request)
+    except (ConnectionError, RuntimeError) as exc:
+        raise ClientGone(response, repr(exc)) from exc
+    return response
+
+
+async def _write(client: web.StreamResponse, data: bytes) -> None:
+    try:
+        await client.write(data)
+    except (ConnectionError, RuntimeError) as exc:  # aiohttp: ClientConnectionResetError / closed writer
+        raise ClientGone(client, repr(exc)) from exc
+
+
+async def _finish(client: web.StreamResponse) -> None:
+    try:
+        await client.write_eof()
+    except (ConnectionError, RuntimeError) as exc:
+        raise ClientGone(client, repr(exc)) from exc
+
+
+async def _end_with_error(
+    client: web.StreamResponse, exchange: Exchange, failure: UpstreamFailure
+) -> web.StreamResponse:
+    """Close a started stream after an engine failure: error event, then data: [DONE]."""
+    UPSTREAM_ERRORS.labels(failure.engine_id, failure.kind).inc()
+    error = failure.to_error()
+    exchange.error = error.code
+    await _write(client, stream_error_event(error))
+    await _write(client, DONE)
+    await _finish(client)
+    return client

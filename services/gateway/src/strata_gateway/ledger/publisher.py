@@ -1,0 +1,211 @@
+"""JetStreamUsageSink: the gateway's UsageSink. Publishes each UsageRecord, spools what it cannot.
+
+    record(usage) ──connected?──▶ JetStream strata.usage.v1.<tenant>, Nats-Msg-Id = request id ──▶ done
+          │ no / publish failed or slower than publish_timeout_s
+          ▼
+    spool (JSONL + fsync, group-committed) ──replay task, when NATS is back──▶ same publish, same msg id
+                                                                             └─▶ segment deleted once all acked
+
+Guarantees: `record()` never raises and returns after at most `publish_timeout_s` plus
+one fsync. A record is lost only if the disk refuses the spool write (counted as
+`lost` and logged as an error). Delivery is at-least-once: a publish that timed out may
+have been stored, and a replay that fails half-way re-publishes its whole segment; the
+stream's 10-minute duplicate window drops repeats of the same request id, and the
+ledger's `ON CONFLICT (request_id) DO NOTHING` drops any that arrive later than that.
+Order: spooled records are replayed in the order they were spooled; live records are
+not held back behind the spool (the ledger does not need order).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+
+from nats.js.errors import NoStreamResponseError
+from prometheus_client import Counter, Gauge
+from pydantic import ValidationError
+
+from strata_contracts import subjects
+from strata_contracts.messages import UsageRecord
+from strata_gateway.ledger.spool import UsageSpool
+from strata_runtime import Broker
+from strata_runtime.plane import ensure_event_plane
+
+__all__ = ["JetStreamUsageSink"]
+
+_log = logging.getLogger(__name__)
+RECORDS = Counter(
+    "strata_gateway_usage_records_total",
+    "Usage records by outcome: published, duplicate, spooled, replayed, invalid, lost.",
+    ["outcome"],
+)
+SPOOLED = Gauge("strata_gateway_usage_spooled_records", "Usage records waiting in the on-disk spool.")
+
+
+class JetStreamUsageSink:
+    """Usage records to JetStream, with an on-disk spool for when NATS is unreachable.
+
+    Args:
+        broker: the gateway's NATS connection (owned by the caller).
+        spool_dir: the spool directory, one per gateway replica; must survive restarts (a volume
+            in production, not /tmp).
+        publish_timeout_s: the longest `record()` waits for a JetStream ack before spooling.
+        replay_interval_s: how often the replay task looks for spooled records.
+        replay_concurrency: publishes in flight at once during replay.
+    """
+
+    def __init__(
+        self,
+        broker: Broker,
+        spool_dir: Path | str,
+        *,
+        publish_timeout_s: float = 1.0,
+        replay_interval_s: float = 1.0,
+        replay_concurrency: int = 64,
+    ) -> None:
+        self._broker = broker
+        self._spool = UsageSpool(Path(spool_dir))
+        self._timeout = publish_timeout_s
+        self._interval = replay_interval_s
+        self._concurrency = replay_concurrency
+        self._lock = asyncio.Lock()  # serializes spool appends, seals and removals
+        self._queue: list[tuple[bytes, asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+        self._replayer: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._spooled = 0
+
+    @property
+    def spooled(self) -> int:
+        """Records spooled and not yet replayed (this process's count, plus what it found at start)."""
+        return self._spooled
+
+    async def start(self) -> None:
+        """Count what a previous process left in the spool and start the replay task."""
+        self._spooled = await asyncio.to_thread(self._spool.pending_records)
+        SPOOLED.set(self._spooled)
+        self._replayer = asyncio.create_task(self._replay_loop(), name="usage-replay")
+        if self._spooled:
+            _log.info("usage spool holds %d records from before; replaying when NATS answers", self._spooled)
+            self._wake.set()
+
+    async def close(self) -> None:
+        """Stop replaying and close the spool; unreplayed records stay on disk for the next start."""
+        if self._replayer is not None:
+            self._replayer.cancel()
+            await asyncio.gather(self._replayer, return_exceptions=True)
+        if self._writer is not None:
+            await asyncio.gather(self._writer, return_exceptions=True)
+        async with self._lock:
+            self._spool.close()
+
+    async def record(self, usage: UsageRecord) -> None:
+        """Publish `usage` (dedup id = its request id), or spool it. Never raises."""
+        try:
+            subject = subjects.usage(usage.tenant_id)
+        except subjects.InvalidToken as exc:
+            RECORDS.labels("invalid").inc()
+            _log.error("usage record %s not publishable: %s", usage.request_id, exc)
+            return
+        if self._broker.connected:
+            try:
+                async with asyncio.timeout(self._timeout):
+                    ack = await self._broker.publish_js(subject, usage, msg_id=usage.request_id)
+                RECORDS.labels("duplicate" if ack.duplicate else "published").inc()
+                return
+            except Exception as exc:  # noqa: BLE001 - any failure means "spool it"
+                _log.debug("usage publish failed, spooling %s: %r", usage.request_id, exc)
+        await self._spool_record(usage)
+
+    async def replay_now(self) -> int:
+        """Replay every spooled record now (if NATS is connected); returns how many were acked.
+
+        Stops at the first failed publish; that segment stays and is replayed whole next time.
+        """
+        if not self._broker.connected:
+            return 0
+        async with self._lock:
+            self._spool.seal()
+            segments = self._spool.sealed()
+        replayed = 0
+        for segment in segments:
+            lines = await asyncio.to_thread(self._spool.read, segment)
+            records = []
+            for line in lines:
+                try:
+                    records.append(UsageRecord.model_validate_json(line))
+                except ValidationError:
+                    RECORDS.labels("invalid").inc()
+                    _log.error("unreadable line in usage spool %s skipped", segment.name)
+            for start in range(0, len(records), self._concurrency):
+                chunk = records[start : start + self._concurrency]
+                results = await asyncio.gather(*(self._publish(r) for r in chunk), return_exceptions=True)
+                failed = [r for r in results if isinstance(r, BaseException)]
+                if failed:
+                    if any(isinstance(r, NoStreamResponseError) for r in failed):
+                        await ensure_event_plane(self._broker)  # a NATS without our stream (fresh store)
+                    raise failed[0]
+            async with self._lock:
+                self._spool.remove(segment)
+            replayed += len(records)
+            self._spooled = max(0, self._spooled - len(lines))
+            SPOOLED.set(self._spooled)
+            RECORDS.labels("replayed").inc(len(records))
+        if replayed:
+            _log.info("replayed %d spooled usage records", replayed)
+        return replayed
+
+    async def _publish(self, usage: UsageRecord) -> None:
+        async with asyncio.timeout(max(self._timeout, 5.0)):
+            await self._broker.publish_js(subjects.usage(usage.tenant_id), usage, msg_id=usage.request_id)
+
+    async def _spool_record(self, usage: UsageRecord) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append((usage.model_dump_json().encode(), future))
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_spool(), name="usage-spool-writer")
+        try:
+            await asyncio.shield(future)
+        except OSError as exc:
+            RECORDS.labels("lost").inc()
+            _log.error("usage record %s LOST: spool write failed: %r", usage.request_id, exc)
+            return
+        RECORDS.labels("spooled").inc()
+
+    async def _write_spool(self) -> None:
+        """Group commit: everything queued while one fsync runs goes into the next one."""
+        try:
+            while self._queue:
+                batch, self._queue = self._queue, []
+                try:
+                    async with self._lock:
+                        await asyncio.to_thread(self._spool.append, [line for line, _ in batch])
+                except OSError as exc:
+                    for _, future in batch:
+                        future.set_exception(exc)
+                    continue
+                self._spooled += len(batch)
+                SPOOLED.set(self._spooled)
+                for _, future in batch:
+                    future.set_result(None)
+                self._wake.set()
+        finally:
+            self._writer = None
+
+    async def _replay_loop(self) -> None:
+        failures = 0
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._interval)
+            self._wake.clear()
+            if not self._spooled or not self._broker.connected:
+                continue
+            try:
+                await self.replay_now()
+                failures = 0
+            except Exception as exc:  # noqa: BLE001 - retried on the next tick
+                failures += 1
+                if failures in (1, 10) or failures % 60 == 0:
+                    _log.warning("usage spool replay failed (%d in a row): %r", failures, exc)

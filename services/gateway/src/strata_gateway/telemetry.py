@@ -1,0 +1,68 @@
+"""The gateway's Prometheus metrics (served on its /metrics) and its tracer."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from strata_runtime.tracing import tracer
+
+__all__ = [
+    "ENGINE_IN_FLIGHT",
+    "IN_FLIGHT",
+    "LATENCY",
+    "REQUESTS",
+    "RETRIES",
+    "ROUTE_FALLBACKS",
+    "ROUTE_SECONDS",
+    "TRACER",
+    "TTFT",
+    "UPSTREAM_ERRORS",
+]
+
+TRACER = tracer("strata_gateway")
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+
+REQUESTS = Counter(
+    "strata_gateway_requests_total",
+    "Finished requests, by endpoint, HTTP status returned to the client and strategy.",
+    ["endpoint", "status", "strategy"],
+)
+LATENCY = Histogram(
+    "strata_gateway_request_seconds",
+    "End-to-end latency of generation requests as the gateway saw them.",
+    ["endpoint", "strategy"],
+    buckets=_LATENCY_BUCKETS,
+)
+TTFT = Histogram(
+    "strata_gateway_ttft_seconds",
+    "Time from request arrival to the first upstream byte (stream) or full body (non-stream).",
+    ["endpoint", "strategy"],
+    buckets=_LATENCY_BUCKETS,
+)
+UPSTREAM_ERRORS = Counter(
+    "strata_gateway_upstream_errors_total",
+    "Failed upstream attempts, by engine and kind (connect|status_5xx|timeout|disconnect|stream_error).",
+    ["engine", "kind"],
+)
+IN_FLIGHT = Gauge("strata_gateway_in_flight", "Generation requests in progress in this gateway.")
+ENGINE_IN_FLIGHT = Gauge(
+    "strata_gateway_engine_in_flight", "Requests this gateway has outstanding per engine.", ["engine"]
+)
+ROUTE_FALLBACKS = Counter(
+    "strata_gateway_route_fallback_total",
+    "Local picks instead of the router's, by reason (timeout|no_responders|invalid_reply|unroutable_engine|"
+    "too_large|disconnected|disabled).",
+    ["reason"],
+)
+ROUTE_SECONDS = Histogram(
+    "strata_gateway_route_seconds",
+    "Time to choose an engine, by source (router|fallback).",
+    ["source"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25),
+)
+RETRIES = Counter(
+    "strata_gateway_retries_total",
+    "Requests sent to another engine after a failure before the first byte, by reason (connect|status_5xx|disconnect).",
+    ["reason"],
+)
