@@ -29,6 +29,8 @@ def test_demo_round_trips_every_contract(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "NATS up" in result.stdout
     assert "12/12 contracts round-tripped" in result.stdout
+    assert "usage ledger: 4/4 rows in PostgreSQL" in result.stdout
+    assert "bad key -> 401" in result.stdout
     assert "FAILED" not in result.stdout
     assert result.stdout.rstrip().endswith("clean shutdown")
     assert read_state(tmp_path) is None
@@ -67,3 +69,10 @@ def test_status_and_down_without_cluster(tmp_path: Path) -> None:
         result = subprocess.run([*STRATA, command, "--state-dir", str(tmp_path)], capture_output=True, text=True)
         assert result.returncode == 1
         assert "no cluster running" in result.stdout
+
+
+def test_keys_and_tenants_are_the_gateway_admin_tool() -> None:
+    for command in ("keys", "tenants"):
+        result = subprocess.run([*STRATA, command, "--help"], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert "create" in result.stdout

@@ -67,6 +67,7 @@ class LocalCluster:
     ready_timeout: float = 60.0
     service_env: dict[str, dict[str, str]] = field(default_factory=dict)
     components: list[Component] = field(default_factory=list)
+    database_url: str = ""
     _stack: ExitStack = field(default_factory=ExitStack)
     _procs: list[tuple[Component, subprocess.Popen[bytes]]] = field(default_factory=list)
 
@@ -101,6 +102,7 @@ class LocalCluster:
     def _start_postgres(self) -> str:
         server = self._stack.enter_context(PostgresProvider(self.state_dir / "postgres"))
         url = server.admin_url if server.source == "env" else ensure_database(server.admin_url, DATABASE)
+        self.database_url = url
         self.components.append(Component("postgres", "postgres", _redact(url), source=server.source))
         return url
 

@@ -29,6 +29,11 @@ __all__ = ["main"]
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `strata` command; returns the exit status."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] in (["keys"], ["tenants"]):
+        from strata_gateway.admin import main as admin
+
+        return admin(args_list, prog="strata")
     parser = argparse.ArgumentParser(prog="strata", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (
@@ -37,11 +42,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("down", "stop the running local cluster"),
         ("demo", "start, verify and stop a local cluster"),
     ):
+        # `keys` and `tenants` are dispatched to the gateway's admin tool above.
         cmd = sub.add_parser(name, help=help_text)
         cmd.add_argument("--state-dir", type=Path, default=Path(os.environ.get("STRATA_HOME", ".strata")))
         if name in ("up", "demo"):
             cmd.add_argument("--engines", type=int, default=4, help="simulated engines to start (default 4)")
-    args = parser.parse_args(argv)
+    sub.add_parser("keys", help="manage API keys (strata keys --help)")
+    sub.add_parser("tenants", help="manage tenants (strata tenants --help)")
+    args = parser.parse_args(args_list)
     if args.command in ("up", "demo"):
         return {"up": _up, "demo": _demo}[args.command](args.state_dir, args.engines)
     return {"status": _status, "down": _down}[args.command](args.state_dir)
@@ -143,7 +151,7 @@ def _demo(state_dir: Path, engines: int) -> int:
     if cluster is None:
         return 1
     try:
-        fleet_ok = _demo_fleet(cluster)
+        fleet_ok = _demo_fleet(cluster) and _demo_gateway(cluster)
         results = asyncio.run(round_trip_all(cluster.nats_url))
         _say("\ncontract round trip over NATS:")
         _say(f"  {'channel':<36} {'transport':<9} {'message':<20} {'bytes':>5} {'ms':>6}  result")
@@ -159,6 +167,23 @@ def _demo(state_dir: Path, engines: int) -> int:
     codes = cluster.exit_codes()
     _say("clean shutdown" if all(code in (0, None) for code in codes.values()) else f"unclean shutdown: {codes}")
     return 0 if ok else 1
+
+
+def _demo_gateway(cluster: LocalCluster) -> bool:
+    """Requests through the gateway with a new key; their usage rows in PostgreSQL."""
+    gateway = next((c for c in cluster.components if c.name == "gateway"), None)
+    if gateway is None:
+        return True
+    from strata_cli.gateway_demo import run_gateway_demo
+
+    report = run_gateway_demo(gateway.url, cluster.database_url, "tiny")
+    _say(f"\nthrough the gateway ({gateway.url}, tenant demo, a new API key):")
+    for r in report.responses:
+        _say(f"  {r['status']} {r['request_id']} engine={r['engine']} strategy={r['strategy']} {r['shape']}")
+    error = report.unauthorized.get("error", {})
+    _say(f"  bad key -> {report.unauthorized.get('status')} {error}")
+    _say(f"  usage ledger: {report.ledger_rows}/{len(report.responses)} rows in PostgreSQL")
+    return report.ledger_rows == len(report.responses) and all(r["status"] == 200 for r in report.responses)
 
 
 def _demo_fleet(cluster: LocalCluster) -> bool:
