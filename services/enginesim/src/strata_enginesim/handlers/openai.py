@@ -37,7 +37,7 @@ from strata_enginesim.handlers.requests import (
     plan_completion,
     prompt_token_ids,
 )
-from strata_enginesim.handlers.streaming import DisconnectWatch
+from strata_runtime.disconnect import DisconnectWatch
 
 __all__ = ["add_openai_routes"]
 

@@ -36,7 +36,6 @@ from strata_gateway.domain.ports import Admission, Authenticator, GatewayError, 
 from strata_gateway.domain.requests import Endpoint, choose_strategy, parse_request
 from strata_gateway.domain.retry import RetryBudget
 from strata_gateway.handlers import http
-from strata_gateway.handlers.disconnect import DisconnectWatch
 from strata_gateway.handlers.relay import ClientGone, relay_body, relay_stream
 from strata_gateway.handlers.routing import Route, Routing
 from strata_gateway.settings import GatewaySettings
@@ -50,6 +49,7 @@ from strata_gateway.telemetry import (
     TTFT,
     UPSTREAM_ERRORS,
 )
+from strata_runtime.disconnect import DisconnectWatch
 from strata_runtime.shutdown import InFlight
 from strata_runtime.tracing import extract_context, inject_headers
 

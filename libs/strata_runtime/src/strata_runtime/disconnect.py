@@ -1,15 +1,12 @@
-"""Cancelling the work of clients that went away.
+"""Cancelling the work of HTTP clients that went away.
 
-strata_runtime's HTTP server runs aiohttp without `handler_cancellation`, so a handler
-whose client disconnected keeps running; a request waiting for its engine's first byte
-would hold the engine for nobody. While a stream is being written a disconnect shows
-up as a failed write, but before that nothing notices. :class:`DisconnectWatch` polls
-the transports of the watched requests and cancels the handler task of each one whose
-connection is gone; the handler's cleanup then closes the upstream connection, which
-aborts the request in the engine.
-
-(enginesim carries the same mechanism for its own handlers; it belongs in
-strata_runtime once a third service needs it.)
+:class:`HttpServer` runs aiohttp without `handler_cancellation`, so a handler whose
+client disconnected keeps running; a request waiting for an engine's first token would
+hold the engine for nobody. While a stream is being written a disconnect shows up as a
+failed write, but before that nothing notices. :class:`DisconnectWatch` polls the
+transports of the watched requests and cancels the handler task of each one whose
+connection is gone; the handler's cleanup then releases the upstream work (the gateway
+closes its engine connection, the simulator aborts the request in its engine).
 """
 
 from __future__ import annotations
@@ -41,7 +38,7 @@ class DisconnectWatch:
         task = request.task
         self._watched[task] = request
         if self._poller is None or self._poller.done():
-            self._poller = asyncio.get_running_loop().create_task(self._poll(), name="gateway-disconnect-watch")
+            self._poller = asyncio.get_running_loop().create_task(self._poll(), name="disconnect-watch")
         try:
             yield
         finally:
