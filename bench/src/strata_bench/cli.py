@@ -40,7 +40,10 @@ from strata_bench.client import (
     synthetic_plan,
     warmup_from,
 )
+from strata_bench.demo import add_demo
 from strata_bench.model import PlannedRequest, RequestRecord
+from strata_bench.peers import add_peers
+from strata_bench.scenarios.cli import add_scenario
 
 if TYPE_CHECKING:
     Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
@@ -287,6 +290,9 @@ COMMANDS: list[Callable[[Subparsers], None]] = [
     add_analyze,
     add_compare,
     add_selfcheck,
+    add_scenario,
+    add_demo,
+    add_peers,
 ]
 """Subcommand registrations, in help order (one line per subcommand)."""
 
