@@ -3,6 +3,7 @@
     load generator ──direct──────────────────────────▶ fast fake engine (own process)
     load generator ──▶ gateway (python -m strata_gateway) ──▶ same engine
                           │ embedded NATS: registry, no router (local picks), JetStream usage records
+    load generator ──▶ sglang-router / vllm-router (pass-through: round_robin, one worker) ──▶ same engine
 
 The engine answers every request at once with a constant short body (or a 4-chunk SSE
 stream), so the gateway is the bottleneck. Open-loop runs send at a fixed rate and time
@@ -65,10 +66,20 @@ async def _engine_handler(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def _health(_: web.Request) -> web.Response:
+    return web.Response()
+
+
+async def _models(_: web.Request) -> web.Response:
+    return web.json_response({"object": "list", "data": [{"id": MODEL, "object": "model", "owned_by": "vllm"}]})
+
+
 def run_engine(port: int) -> None:
     """Serve the constant engine on 127.0.0.1:`port` until killed."""
     app = web.Application()
     app.router.add_post("/v1/chat/completions", _engine_handler)
+    app.router.add_get("/health", _health)  # peers' routers probe it before serving
+    app.router.add_get("/v1/models", _models)
     web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
 
 
@@ -190,7 +201,10 @@ async def main(args: argparse.Namespace) -> None:
         try:
             await poll_until(lambda: _ready(f"{engine_url}/v1/chat/completions"), timeout=30, what="engine")
             await poll_until(lambda: _ready(f"{gateway_url}/readyz"), timeout=30, what="gateway")
-            await report(args, f"{engine_url}/v1/chat/completions", f"{gateway_url}/v1/chat/completions")
+            with contextlib.ExitStack() as peers:
+                targets = {"gateway": f"{gateway_url}/v1/chat/completions"}
+                targets |= _start_peers(args.peers, engine_url, work, peers)
+                await report(args, f"{engine_url}/v1/chat/completions", targets)
         finally:
             stop.set()
             await beat
@@ -201,27 +215,56 @@ async def main(args: argparse.Namespace) -> None:
     print(f"logs: {work}")
 
 
-async def report(args: argparse.Namespace, direct: str, gateway: str) -> None:
-    print(f"cores: {os.cpu_count()} (engine, gateway, NATS and this load generator share them)")
-    for url in (direct, gateway):  # warm up both paths (connections, JIT-free but caches)
+def _start_peers(names: list[str], engine_url: str, work: Path, stack: contextlib.ExitStack) -> dict[str, str]:
+    """Start each peer router (own venv, round_robin = pass-through) in front of the engine."""
+    from strata_bench.peers import PEERS, PeerError, ensure_peer_venv, running_router
+
+    urls = {}
+    for name in names:
+        spec = PEERS[name]
+        try:
+            install = ensure_peer_venv(spec)
+            url = stack.enter_context(
+                running_router(spec, install, [engine_url], policy="round_robin", log_path=work / f"{name}.log")
+            )
+        except PeerError as exc:
+            print(f"{name}: not run: {exc}")
+            continue
+        urls[f"{name} {install.version}"] = f"{url}/v1/chat/completions"
+    return urls
+
+
+async def report(args: argparse.Namespace, direct: str, targets: dict[str, str]) -> None:
+    """Added latency and max req/s of every target (gateway, peers) against the direct path, one run."""
+    print(f"cores: {os.cpu_count()} (engine, gateway, peers, NATS and this load generator share them)")
+    for url in (direct, *targets.values()):  # warm up every path (connections, caches)
         await open_loop(url, 100, 2, stream=False)
+    width = max(len(name) for name in targets)
     for stream in (False, True) if args.stream else (False,):
         kind = "stream" if stream else "json"
         print(f"\n[{kind}] open loop, {args.duration:.0f} s per run; latency in ms from the scheduled send time")
-        print(f"{'rate':>6} {'direct p50':>11} {'p99':>8} {'gateway p50':>12} {'p99':>8} "
-              f"{'added p50':>10} {'added p99':>10} {'ratio p50':>10} {'errors':>7}")  # fmt: skip
+        print(f"{'target':<{width}} {'rate':>6} {'direct p50':>11} {'p99':>8} {'p50':>8} {'p99':>8} "
+              f"{'added p50':>10} {'added p99':>10} {'errors':>7}")  # fmt: skip
         for rate in args.rates:
             d = await open_loop(direct, rate, args.duration, stream)
-            g = await open_loop(gateway, rate, args.duration, stream)
-            print(f"{rate:>6} {d.pct(0.5):>11.2f} {d.pct(0.99):>8.2f} {g.pct(0.5):>12.2f} {g.pct(0.99):>8.2f} "
-                  f"{g.pct(0.5) - d.pct(0.5):>10.2f} {g.pct(0.99) - d.pct(0.99):>10.2f} "
-                  f"{g.pct(0.5) / d.pct(0.5):>9.2f}x {d.errors + g.errors:>7}")  # fmt: skip
+            for name, url in targets.items():
+                g = await open_loop(url, rate, args.duration, stream)
+                print(f"{name:<{width}} {rate:>6} {d.pct(0.5):>11.2f} {d.pct(0.99):>8.2f} {g.pct(0.5):>8.2f} "
+                      f"{g.pct(0.99):>8.2f} {g.pct(0.5) - d.pct(0.5):>10.2f} {g.pct(0.99) - d.pct(0.99):>10.2f} "
+                      f"{d.errors + g.errors:>7}")  # fmt: skip
         d = await closed_loop(direct, args.concurrency, args.duration, stream)
-        g = await closed_loop(gateway, args.concurrency, args.duration, stream)
-        d_rps, g_rps = len(d.latencies) / d.elapsed, len(g.latencies) / g.elapsed
-        print(f"[{kind}] max req/s at concurrency {args.concurrency}: direct {d_rps:,.0f}, gateway {g_rps:,.0f} "
-              f"(gateway/direct {g_rps / d_rps:.2f}); p50 {d.pct(0.5):.2f} vs {g.pct(0.5):.2f} ms; "
-              f"errors {d.errors + g.errors}")  # fmt: skip
+        d_rps = len(d.latencies) / d.elapsed
+        print(f"[{kind}] max req/s at concurrency {args.concurrency}: direct {d_rps:,.0f}")
+        best_peer = 0.0
+        gateway_rps = 0.0
+        for name, url in targets.items():
+            g = await closed_loop(url, args.concurrency, args.duration, stream)
+            rps = len(g.latencies) / g.elapsed
+            gateway_rps = rps if name == "gateway" else gateway_rps
+            best_peer = best_peer if name == "gateway" else max(best_peer, rps)
+            print(f"  {name:<{width}} {rps:>8,.0f} req/s ({rps / d_rps:.2f} of direct), errors {g.errors}")
+        if best_peer:
+            print(f"[{kind}] gateway / best peer max req/s: {gateway_rps / best_peer:.2f}")
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -230,6 +273,9 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per run")
     parser.add_argument("--concurrency", type=int, default=32, help="closed-loop requests in flight")
     parser.add_argument("--no-stream", dest="stream", action="store_false", help="skip the SSE runs")
+    parser.add_argument(
+        "--peers", nargs="*", default=["sglang-router", "vllm-router"], help="peer routers to run alongside"
+    )
     parser.add_argument("--engine", type=int, help=argparse.SUPPRESS)  # child mode: serve the fake engine
     return parser.parse_args(argv)
 
