@@ -31,7 +31,8 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from strata_testing import free_port, nats_server_binary, poll_until, port_open, wait_until
+from strata_testing import free_port, poll_until
+from strata_testing.nats import RestartableNats as NatsServer
 from strata_testing.postgres import PostgresProvider, ensure_database
 
 _READY_TIMEOUT_S = 60.0
@@ -260,32 +261,6 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Callable[..., Cluster]]:
     finally:
         for each in made:
             await asyncio.to_thread(each.stop_all)
-
-
-class NatsServer:
-    """nats-server with JetStream on a fixed port and a store that outlives the process."""
-
-    def __init__(self, port: int, store: Path, log: Path) -> None:
-        self.port, self.store, self.log = port, store, log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        """`nats://127.0.0.1:<port>`."""
-        return f"nats://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        """Start it (again) on the same port and store; wait until it accepts connections."""
-        cmd = [nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store)]
-        self.proc = subprocess.Popen([*cmd, "-l", str(self.log)], stdin=subprocess.DEVNULL)
-        wait_until(lambda: port_open("127.0.0.1", self.port), timeout=15, what=f"nats-server on {self.port}")
-
-    def stop(self) -> None:
-        """Graceful stop (SIGTERM: JetStream flushes its store); the store stays."""
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(timeout=15)
-            self.proc = None
 
 
 @pytest.fixture

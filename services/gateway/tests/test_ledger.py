@@ -33,7 +33,8 @@ from strata_gateway.ledger.spool import SpoolInUse, UsageSpool
 from strata_runtime import Broker, InFlight
 from strata_runtime.plane import ensure_event_plane
 from strata_runtime.settings import settings_table
-from strata_testing import EmbeddedNats, free_port, nats_server_binary, poll_until, port_open, wait_until
+from strata_testing import EmbeddedNats, free_port, poll_until
+from strata_testing.nats import RestartableNats
 
 T = TypeVar("T")
 
@@ -183,29 +184,6 @@ def test_ledger_entry_point_lists_settings_and_names_a_missing_database() -> Non
 # --- the fault test ------------------------------------------------------------------------------
 
 
-class NatsProcess:
-    """nats-server with JetStream on a fixed port and a store that outlives the process."""
-
-    def __init__(self, port: int, store: Path, log: Path) -> None:
-        self.port, self.store, self.log = port, store, log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        cmd = [nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store)]
-        self.proc = subprocess.Popen([*cmd, "-l", str(self.log)], stdin=subprocess.DEVNULL)
-        wait_until(lambda: port_open("127.0.0.1", self.port), timeout=15, what=f"nats-server on {self.port}")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(timeout=15)
-            self.proc = None
-
-
 class LedgerProcess:
     """`python -m strata_gateway.ledger` with its HTTP probes on a known port."""
 
@@ -249,7 +227,7 @@ async def test_no_usage_is_lost_or_doubled_through_nats_ledger_and_postgres_faul
 ) -> None:
     tenant, n = f"fault-{uuid.uuid4().hex[:6]}", 400
     ids = [f"{tenant}-{i:04d}" for i in range(n)]
-    nats = NatsProcess(free_port(), tmp_path / "js", tmp_path / "nats.log")
+    nats = RestartableNats(free_port(), tmp_path / "js", tmp_path / "nats.log")
     nats.start()
     env = {**os.environ, "STRATA_NATS_URL": nats.url, "STRATA_DATABASE_URL": postgres_url,
            "STRATA_LEDGER_BATCH_SIZE": "25", "STRATA_LEDGER_ACK_WAIT_S": "3", "STRATA_LEDGER_RETRY_MAX_S": "0.5",

@@ -14,7 +14,7 @@ from types import TracebackType
 from strata_testing.poll import wait_until
 from strata_testing.ports import free_port, port_open
 
-__all__ = ["EmbeddedNats", "nats_server_binary"]
+__all__ = ["EmbeddedNats", "RestartableNats", "nats_server_binary"]
 
 
 def nats_server_binary() -> str:
@@ -96,3 +96,34 @@ class EmbeddedNats:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+class RestartableNats:
+    """nats-server with JetStream on a fixed port and a store that outlives the process.
+
+    For fault tests that stop NATS and bring it back where clients expect it: pick the
+    port with `free_port()`; `stop()` is graceful (SIGTERM: JetStream flushes its store)
+    and `start()` may be called again.
+    """
+
+    def __init__(self, port: int, store: Path, log: Path) -> None:
+        self.port, self.store, self.log = port, store, log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """`nats://127.0.0.1:<port>`."""
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        """Start it (again) on the same port and store; wait until it accepts connections."""
+        cmd = [nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store)]
+        self.proc = subprocess.Popen([*cmd, "-l", str(self.log)], stdin=subprocess.DEVNULL)
+        wait_until(lambda: port_open("127.0.0.1", self.port), timeout=15, what=f"nats-server on {self.port}")
+
+    def stop(self) -> None:
+        """Graceful stop; the store stays."""
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=15)
+            self.proc = None
