@@ -199,7 +199,14 @@ class Cluster:
         return sim, engines
 
     async def agent(self, engines: list[dict[str, Any]], **settings: object) -> ServiceProcess:
-        """A `strata_engineagent` registering `engines` (entries of enginesim's `/engines`)."""
+        """A `strata_engineagent` registering `engines` (entries of enginesim's `/engines`).
+
+        Scrapes may take 2 s instead of 250 ms before an engine is reported unhealthy: on a
+        small, busy test machine a slow `/metrics` answer would otherwise take a live engine
+        out of routing (503s that have nothing to do with the fault under test). A dead
+        engine refuses the connection and is reported at once either way.
+        """
+        settings = {"scrape_timeout_ms": 2000, **settings}
         return await self.start("engineagent", "strata_engineagent", "STRATA_ENGINEAGENT_", engines=engines, **settings)
 
     def gateway(self, name: str, **settings: object) -> ServiceProcess:

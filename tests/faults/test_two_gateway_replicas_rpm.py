@@ -10,13 +10,19 @@ open-loop schedule (one every 1/12 s, whatever the answers), so the whole run mu
 one window: if fewer than 15 s of the current window remain, the test first waits for the
 next window to begin.
 
-Expected: 60 ± 2 answered 200 in total (a limit write that times out after reaching NATS
-may count one request twice), each replica having admitted about half of them, and every
-other request a 429 `rate_limit_exceeded` with `retry-after` = the seconds left in the
-window and `x-ratelimit-limit-requests: 60`; no replica failed open.
+Expected: 60 ± 2 answered 200 in total, each replica having admitted about half of them,
+the admitted ones being the earliest sent (first 58 in, none after the 62nd), and every
+other request a 429 with `x-ratelimit-limit-requests: 60` and `retry-after` = the seconds
+left in the window (± 2). The tolerance covers the limiter's two documented inexact cases:
+a write that times out after reaching NATS counts its requests twice, and a decision NATS
+is too slow for (over 0.25 s) fails open to the replica's own counts. No replica may fail
+open for any other reason (NATS gone, bucket lost, errors, contention).
 
-Achieved (2-CPU box, 10 runs): exactly 60 accepted in every run (30 per replica), the
-accepted ones being the first 60 sent; retry-after within 1 s of the window's end.
+Achieved (2-CPU box, ~35 runs, some next to two CPU-burning processes): exactly 60
+accepted in every run, 30 per replica, always the first 60 sent; retry-after at most 1 s
+from the true time left in the window (it is rounded up to whole seconds); no decision
+failed open, not even on a slow NATS. Each run takes 12-13 s, plus up to 15 s waiting
+for a fresh window.
 """
 
 from __future__ import annotations
@@ -34,13 +40,14 @@ import pytest
 
 from strata_testing import poll_until
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 RPM = 60
 REQUESTS = 120
 SPAN_S = 10.0
 WINDOW_S = 60.0
 MARGIN_S = 15.0  # the run (10 s) plus slack must end in the window it started in
+FAIL_OPEN = "strata_gateway_limiter_fail_open_total"
 
 
 @dataclass
@@ -50,15 +57,16 @@ class Answer:
     status: int
     sent_at: float  # Unix time
     headers: dict[str, str]
+    body: bytes
 
 
 async def ask(http: aiohttp.ClientSession, replica: str, url: str, model: str, key: str, index: int) -> Answer:
-    body = {"model": model, "prompt": f"count {index}", "max_tokens": 4}
+    request = {"model": model, "prompt": f"count {index}", "max_tokens": 4}
     sent_at = time.time()
-    async with http.post(url, json=body, headers={"Authorization": f"Bearer {key}"}) as response:
-        await response.read()
+    async with http.post(url, json=request, headers={"Authorization": f"Bearer {key}"}) as response:
+        body = await response.read()
         headers = {name.lower(): value for name, value in response.headers.items()}
-        return Answer(index, replica, response.status, sent_at, headers)
+        return Answer(index, replica, response.status, sent_at, headers, body)
 
 
 async def test_two_replicas_admit_the_keys_rpm_once_between_them(
@@ -94,7 +102,7 @@ async def test_two_replicas_admit_the_keys_rpm_once_between_them(
 
     accepted = [a for a in answers if a.status == 200]
     refused = [a for a in answers if a.status == 429]
-    assert len(accepted) + len(refused) == REQUESTS, sorted({a.status for a in answers})
+    assert len(accepted) + len(refused) == REQUESTS, [a for a in answers if a.status not in (200, 429)]
     assert abs(len(accepted) - RPM) <= 2, len(accepted)
     by_replica = {r.name: sum(a.replica == r.name for a in accepted) for r in replicas}
     assert all(abs(n - RPM / 2) <= 2 for n in by_replica.values()), by_replica
@@ -103,6 +111,14 @@ async def test_two_replicas_admit_the_keys_rpm_once_between_them(
     for a in refused:
         assert a.headers["x-ratelimit-limit-requests"] == str(RPM)
         assert abs(int(a.headers["retry-after"]) - (window_end - a.sent_at)) <= 2, (a.headers, window_end - a.sent_at)
+    slow = 0.0  # decisions made locally because NATS took over 0.25 s: allowed, and within the ±2
     for replica in replicas:
-        assert await replica.metric("strata_gateway_limiter_fail_open_total") == 0, replica.name
-    print(f"\nRPM {RPM}: {len(accepted)} of {REQUESTS} accepted {by_replica}, {len(refused)} refused with 429")
+        for reason in ("disconnected", "unbound", "error", "contention"):
+            assert await replica.metric(FAIL_OPEN, reason=reason) == 0, (replica.name, reason)
+        slow += await replica.metric(FAIL_OPEN, reason="timeout")
+    skew = max(abs(int(a.headers["retry-after"]) - (window_end - a.sent_at)) for a in refused)
+    print(
+        f"\nRPM {RPM}: {len(accepted)} of {REQUESTS} accepted {by_replica}, the first {RPM} sent: "
+        f"{first == set(range(RPM))}; {len(refused)} refused with 429, retry-after off by <= {skew:.2f}s; "
+        f"{slow:.0f} decisions failed open on a slow NATS"
+    )
