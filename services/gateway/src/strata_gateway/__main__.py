@@ -9,7 +9,7 @@ from strata_runtime.service import service_main
 
 def main() -> None:
     """Run the gateway service until SIGTERM, then drain in-flight streams and exit."""
-    service_main("gateway", GatewaySettings, build_app, flags=FLAGS)
+    service_main("gateway", GatewaySettings, build_app, flags=FLAGS, loop="uvloop")
 
 
 if __name__ == "__main__":

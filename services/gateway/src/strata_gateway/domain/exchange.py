@@ -39,6 +39,8 @@ class Exchange:
         usage: token counts reported by the engine.
         first_byte_s: seconds from arrival to the first relayed byte.
         retries: attempts after the first.
+        trace_headers: the client's W3C trace-context headers, passed on as they came when
+            this gateway records no spans (empty when it does, or when the client sent none).
     """
 
     request_id: str
@@ -57,6 +59,7 @@ class Exchange:
     first_byte_s: float | None = None
     retries: int = 0
     t_end: float | None = None
+    trace_headers: dict[str, str] = field(default_factory=dict)
 
     def elapsed(self) -> float:
         """Seconds from arrival to the end (or to now, before :meth:`end`)."""

@@ -67,16 +67,28 @@ class Fleet:
         self._loads: dict[str, tuple[EngineLoad, float]] = {}  # engine -> (load, received at)
         self._in_flight: defaultdict[str, int] = defaultdict(int)
         self._ejected: dict[str, float] = {}  # engine -> until (monotonic)
+        # model -> [(engine id, registration, base url)] sorted by id; rebuilt on registry changes
+        # (rare), so a pick does not sort or format URLs
+        self._by_model: dict[str, list[tuple[str, EngineRegistration, str]]] = {}
 
     # --- fed by the registry adapter -------------------------------------------------
     def upsert(self, registration: EngineRegistration) -> None:
         """Add or refresh an engine's registration."""
         self._engines[registration.engine_id] = registration
+        self._index()
 
     def remove(self, engine_id: str) -> None:
         """Forget an engine (its registry key was deleted)."""
         self._engines.pop(engine_id, None)
         self._loads.pop(engine_id, None)
+        self._index()
+
+    def _index(self) -> None:
+        by_model: dict[str, list[tuple[str, EngineRegistration, str]]] = defaultdict(list)
+        for engine_id in sorted(self._engines):
+            reg = self._engines[engine_id]
+            by_model[reg.model].append((engine_id, reg, str(reg.url).rstrip("/")))
+        self._by_model = dict(by_model)
 
     def update_load(self, load: EngineLoad, received_at: float) -> None:
         """Record the latest load snapshot of an engine (`received_at`: monotonic seconds)."""
@@ -104,7 +116,7 @@ class Fleet:
     # --- reads ------------------------------------------------------------------------------
     def knows_model(self, model: str) -> bool:
         """Whether any engine, routable or not, is registered for `model`."""
-        return any(reg.model == model for reg in self._engines.values())
+        return model in self._by_model
 
     def routable(
         self, model: str, *, now: float, mono: float, exclude: frozenset[str] = frozenset()
@@ -118,15 +130,14 @@ class Fleet:
             exclude: engines this request must not use (failed attempts).
         """
         views = []
-        for engine_id in sorted(self._engines):
-            reg = self._engines[engine_id]
-            if reg.model != model or engine_id in exclude or not self._usable(reg, now, mono):
+        for engine_id, reg, url in self._by_model.get(model, ()):
+            if engine_id in exclude or not self._usable(reg, now, mono):
                 continue
             load = self._fresh_load(engine_id, mono)
             views.append(
                 EngineView(
                     engine_id=engine_id,
-                    url=str(reg.url).rstrip("/"),
+                    url=url,
                     model=reg.model,
                     in_flight=self._in_flight.get(engine_id, 0),
                     running=load.running if load else 0,

@@ -51,7 +51,7 @@ from strata_gateway.telemetry import (
 )
 from strata_runtime.disconnect import DisconnectWatch
 from strata_runtime.shutdown import InFlight
-from strata_runtime.tracing import extract_context, inject_headers
+from strata_runtime.tracing import extract_context, inject_headers, passthrough_headers, start_span, tracing_active
 
 __all__ = ["Ports", "Proxy"]
 
@@ -112,13 +112,16 @@ class Proxy:
         """Serve one chat or completions request (errors are raised as GatewayError)."""
         exchange = Exchange(request_id=request.get(http.REQUEST_ID) or http.request_id_of(request), endpoint=endpoint)
         admission = None
-        parent = extract_context(request.headers)
+        traced = tracing_active()
+        parent = extract_context(request.headers) if traced else None
         with (
             self._inflight.track(),
             IN_FLIGHT.track_inprogress(),
-            TRACER.start_as_current_span(f"POST {endpoint}", context=parent, kind=SpanKind.SERVER) as span,
+            start_span(TRACER, f"POST {endpoint}", context=parent, kind=SpanKind.SERVER) as span,
         ):
             span.set_attribute("strata.request_id", exchange.request_id)
+            if not traced:  # no span of ours to carry: hand the client's trace context on as it came
+                passthrough_headers(request.headers, exchange.trace_headers)
             try:
                 principal = await self._ports.authenticator.authenticate(request.headers.get("Authorization"))
                 exchange.principal = principal
@@ -208,9 +211,13 @@ class Proxy:
         self._fleet.acquire(route.engine_id)
         ENGINE_IN_FLIGHT.labels(route.engine_id).inc()
         try:
-            with TRACER.start_as_current_span("gateway.upstream", kind=SpanKind.CLIENT) as span:
+            with start_span(TRACER, "gateway.upstream", kind=SpanKind.CLIENT) as span:
                 span.set_attribute("strata.engine", route.engine_id)
-                outgoing = inject_headers({"Content-Type": "application/json", "X-Request-Id": exchange.request_id})
+                outgoing = {"Content-Type": "application/json", "X-Request-Id": exchange.request_id}
+                if exchange.trace_headers:
+                    outgoing.update(exchange.trace_headers)
+                else:
+                    inject_headers(outgoing)  # this span's context (nothing when tracing is off)
                 upstream = await self._upstream.post(
                     route.engine_id, route.url + parsed.endpoint, parsed.upstream_body, outgoing, deadline
                 )

@@ -26,6 +26,7 @@ from strata_gateway.domain.fleet import EngineView, Fleet
 from strata_gateway.domain.picking import Picker, local_picker
 from strata_gateway.domain.requests import ParsedRequest
 from strata_gateway.telemetry import ROUTE_FALLBACKS, ROUTE_SECONDS, TRACER
+from strata_runtime.tracing import start_span
 
 __all__ = ["Route", "Routing"]
 
@@ -90,7 +91,7 @@ class Routing:
         candidates = self._fleet.routable(request.model, now=time.time(), mono=time.monotonic(), exclude=exclude)
         if not candidates:
             raise no_engine(request.model, "every engine failed or is unhealthy" if exclude else "")
-        with TRACER.start_as_current_span("gateway.route") as span:
+        with start_span(TRACER, "gateway.route") as span:
             span.set_attribute("strata.strategy", strategy)
             reason = "disabled" if self._router is None else self._router.quiet_reason
             if self._router is not None and reason is None:

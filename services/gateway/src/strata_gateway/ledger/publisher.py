@@ -6,7 +6,7 @@
     spool (JSONL + fsync, group-committed) ──replay task, when NATS is back──▶ same publish, same msg id
                                                                              └─▶ segment deleted once all acked
 
-Guarantees: `record()` never raises and returns after at most `publish_timeout_s` plus
+Guarantees: `record()` never raises and returns after at most `publish_timeout_s` (+ 0.1 s) plus
 one fsync. A record is lost only if the disk refuses the spool write (counted as
 `lost` and logged as an error). Delivery is at-least-once: a publish that timed out may
 have been stored, and a replay that fails half-way re-publishes its whole segment; the
@@ -28,10 +28,12 @@ from prometheus_client import Counter, Gauge
 from pydantic import ValidationError
 
 from strata_contracts import subjects
-from strata_contracts.messages import UsageRecord
+from strata_contracts.messages import UsageRecord, encode
 from strata_gateway.ledger.spool import UsageSpool
 from strata_runtime import Broker
+from strata_runtime.messaging import JetStreamPipeline
 from strata_runtime.plane import ensure_event_plane
+from strata_runtime.tracing import inject_headers, tracing_active
 
 __all__ = ["JetStreamUsageSink"]
 
@@ -76,6 +78,7 @@ class JetStreamUsageSink:
         self._replayer: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._spooled = 0
+        self._pipeline = JetStreamPipeline(broker.client, publish_timeout_s)
 
     @property
     def spooled(self) -> int:
@@ -84,6 +87,7 @@ class JetStreamUsageSink:
 
     async def start(self) -> None:
         """Count what a previous process left in the spool and start the replay task."""
+        await self._pipeline.start()
         self._spooled = await asyncio.to_thread(self._spool.pending_records)
         SPOOLED.set(self._spooled)
         self._replayer = asyncio.create_task(self._replay_loop(), name="usage-replay")
@@ -98,6 +102,7 @@ class JetStreamUsageSink:
             await asyncio.gather(self._replayer, return_exceptions=True)
         if self._writer is not None:
             await asyncio.gather(self._writer, return_exceptions=True)
+        await self._pipeline.close()
         async with self._lock:
             self._spool.close()
 
@@ -111,8 +116,7 @@ class JetStreamUsageSink:
             return
         if self._broker.connected:
             try:
-                async with asyncio.timeout(self._timeout):
-                    ack = await self._broker.publish_js(subject, usage, msg_id=usage.request_id)
+                ack = await self._pipeline.publish(subject, encode(usage), _headers(usage))
                 RECORDS.labels("duplicate" if ack.duplicate else "published").inc()
                 return
             except Exception as exc:  # noqa: BLE001 - any failure means "spool it"
@@ -158,8 +162,8 @@ class JetStreamUsageSink:
         return replayed
 
     async def _publish(self, usage: UsageRecord) -> None:
-        async with asyncio.timeout(max(self._timeout, 5.0)):
-            await self._broker.publish_js(subjects.usage(usage.tenant_id), usage, msg_id=usage.request_id)
+        subject = subjects.usage(usage.tenant_id)
+        await self._pipeline.publish(subject, encode(usage), _headers(usage), max(self._timeout, 5.0))
 
     async def _spool_record(self, usage: UsageRecord) -> None:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -209,3 +213,9 @@ class JetStreamUsageSink:
                 failures += 1
                 if failures in (1, 10) or failures % 60 == 0:
                     _log.warning("usage spool replay failed (%d in a row): %r", failures, exc)
+
+
+def _headers(usage: UsageRecord) -> dict[str, str]:
+    """Dedup id = request id, plus the current trace context when spans are recorded."""
+    headers = {"Nats-Msg-Id": usage.request_id}
+    return inject_headers(headers) if tracing_active() else headers
