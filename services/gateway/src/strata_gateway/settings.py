@@ -73,7 +73,7 @@ class GatewaySettings(ServiceSettings):
         default=2.0, gt=0, description="Load snapshots older than this are ignored (health and tie-breaks)."
     )
     upstream_max_connections: int = Field(
-        default=0, ge=0, description="Connections to all engines together (0 = unlimited, keep-alive pool)."
+        default=0, ge=0, description="Connections to each engine (0 = unlimited; keep-alive pool per host:port)."
     )
     auth_enabled: bool = Field(
         default=True, description="Require API keys (PostgreSQL) and enforce limits; false = one open tenant 'default'."

@@ -1,7 +1,8 @@
-"""HTTP to the engines: one keep-alive pool, and every failure classified once.
+"""HTTP to the engines: posts over the keep-alive pool, and every failure classified once.
 
 :class:`UpstreamClient` posts a body to an engine and returns the response once its
-head arrived. Failures become :class:`UpstreamFailure` with a `kind`:
+head arrived (the pool and its protocol are in :mod:`strata_gateway.adapters.http1`).
+Failures become :class:`UpstreamFailure` with a `kind`:
 
 | kind | cause | retryable (before the client saw a byte) |
 | --- | --- | --- |
@@ -9,22 +10,26 @@ head arrived. Failures become :class:`UpstreamFailure` with a `kind`:
 | `status_5xx` | the engine answered 5xx | yes |
 | `disconnect` | the connection dropped, broken body | yes |
 | `timeout` | no byte for `idle_timeout_s`, or the request deadline passed | no (504) |
-
-Timeouts: `sock_connect` = connect_timeout_s, `sock_read` = idle_timeout_s (silence
-between bytes, first byte included), and the caller's monotonic deadline bounds the whole.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 
-import aiohttp
-
+from strata_gateway.adapters.http1 import ConnectFailed, UpstreamDisconnected, UpstreamPool, UpstreamResponse
 from strata_gateway.domain.errors import bad_gateway, gateway_timeout
 from strata_gateway.domain.ports import GatewayError
 
-__all__ = ["UpstreamClient", "UpstreamFailure", "classify", "new_session"]
+__all__ = [
+    "ConnectFailed",
+    "UpstreamClient",
+    "UpstreamDisconnected",
+    "UpstreamFailure",
+    "UpstreamPool",
+    "UpstreamResponse",
+    "classify",
+    "new_session",
+]
 
 
 class UpstreamFailure(Exception):
@@ -54,10 +59,15 @@ class UpstreamFailure(Exception):
 
 
 def classify(exc: BaseException, engine_id: str) -> UpstreamFailure:
-    """Map an aiohttp / asyncio exception from an engine exchange to an UpstreamFailure."""
-    if isinstance(exc, aiohttp.ConnectionTimeoutError | aiohttp.ClientConnectorError):
+    """Map an exception from an engine exchange to an UpstreamFailure.
+
+    :class:`ConnectFailed` and `ConnectionRefusedError` are `connect`, `TimeoutError`
+    (idle timeout or deadline) is `timeout`, anything else (:class:`UpstreamDisconnected`,
+    `OSError`) is `disconnect`.
+    """
+    if isinstance(exc, ConnectFailed | ConnectionRefusedError):
         return UpstreamFailure("connect", engine_id, _describe(exc))
-    if isinstance(exc, TimeoutError):  # SocketTimeoutError, or the request deadline
+    if isinstance(exc, TimeoutError):
         return UpstreamFailure("timeout", engine_id, "no response in time")
     return UpstreamFailure("disconnect", engine_id, _describe(exc))
 
@@ -67,66 +77,58 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def new_session(connect_timeout_s: float, idle_timeout_s: float, max_connections: int) -> aiohttp.ClientSession:
-    """The process's upstream session (create inside the event loop, close at shutdown)."""
-    timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout_s, sock_read=idle_timeout_s)
-    connector = aiohttp.TCPConnector(limit=max_connections, limit_per_host=0, keepalive_timeout=30)
-    return aiohttp.ClientSession(
-        timeout=timeout, connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",)
-    )
+def new_session(connect_timeout_s: float, idle_timeout_s: float, max_connections: int) -> UpstreamPool:
+    """The process's upstream pool (create inside the event loop, close at shutdown)."""
+    return UpstreamPool(connect_timeout_s, idle_timeout_s, max_connections)
 
 
 class UpstreamClient:
-    """Posts requests to engines over one shared session.
+    """Posts requests to engines over one shared pool.
 
     Args:
         session: the keep-alive pool (owned by the app).
     """
 
-    def __init__(self, session: aiohttp.ClientSession) -> None:
-        self._session = session
+    def __init__(self, session: UpstreamPool) -> None:
+        self._pool = session
 
     async def post(
         self, engine_id: str, url: str, body: bytes, headers: Mapping[str, str], deadline: float
-    ) -> aiohttp.ClientResponse:
+    ) -> UpstreamResponse:
         """POST `body` to `url`; returns the response once its head arrived.
 
         A 5xx is read, released and raised as `status_5xx`; other statuses are returned
-        for the caller to read and release.
+        for the caller to read and release (or close).
 
         Args:
             engine_id: for errors and logs.
-            url: full URL of the engine endpoint.
+            url: full `http://host:port/path` URL of the engine endpoint (parsed once per string).
             body: request body (JSON).
-            headers: request headers.
-            deadline: event-loop time by which the head must have arrived.
+            headers: request headers (Host and Content-Length are added here).
+            deadline: event-loop time by which the whole exchange must be over.
 
         Raises:
             UpstreamFailure: the attempt failed.
         """
         try:
-            async with asyncio.timeout_at(deadline):
-                response = await self._session.post(url, data=body, headers=headers)
-                if response.status >= 500:
-                    text = (await response.read())[:500].decode(errors="replace")
-                    response.release()
-                    raise UpstreamFailure("status_5xx", engine_id, f"HTTP {response.status}: {text}")
-        except UpstreamFailure:
-            raise
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            conn = await self._pool.exchange(url, body, headers, deadline)
+        except (ConnectFailed, OSError) as exc:  # OSError includes TimeoutError
             raise classify(exc, engine_id) from exc
+        response = UpstreamResponse(conn)
+        if response.status >= 500:
+            text = (await self.read(engine_id, response, deadline))[:500].decode(errors="replace")
+            raise UpstreamFailure("status_5xx", engine_id, f"HTTP {response.status}: {text}")
         return response
 
-    async def read(self, engine_id: str, response: aiohttp.ClientResponse, deadline: float) -> bytes:
-        """The whole body of `response` (released afterwards).
+    async def read(self, engine_id: str, response: UpstreamResponse, deadline: float) -> bytes:
+        """The whole body of `response` (released afterwards: pooled again, or closed if not reusable).
 
         Raises:
             UpstreamFailure: the body broke off or took too long.
         """
         try:
-            async with asyncio.timeout_at(deadline):
-                return await response.read()
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            return await response._read_all(deadline)
+        except OSError as exc:  # UpstreamDisconnected, TimeoutError
             raise classify(exc, engine_id) from exc
         finally:
             response.release()

@@ -16,10 +16,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 
-import aiohttp
 from aiohttp import web
 
-from strata_gateway.adapters.upstream import UpstreamFailure, classify
+from strata_gateway.adapters.upstream import UpstreamFailure, UpstreamResponse, classify
 from strata_gateway.domain.errors import stream_error_event
 from strata_gateway.domain.exchange import Exchange
 from strata_gateway.domain.sse import DONE, SseFramer, StreamTap, usage_of_body
@@ -59,7 +58,7 @@ async def relay_stream(
     request: web.Request,
     exchange: Exchange,
     engine_id: str,
-    upstream: aiohttp.ClientResponse,
+    upstream: UpstreamResponse,
     *,
     headers: Mapping[str, str],
     deadline: float,
@@ -86,7 +85,7 @@ async def relay_stream(
     try:
         try:
             async with asyncio.timeout_at(deadline):
-                async for data in upstream.content.iter_any():
+                async for data in upstream.iter_chunks():
                     for event in framer.feed(data):
                         if not tap.inspect(event):
                             continue
@@ -94,7 +93,7 @@ async def relay_stream(
                             exchange.mark_first_byte()
                             client = await _open(request, headers)
                         await _write(client, event)
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        except OSError as exc:  # the engine dropped the stream (UpstreamDisconnected) or timed out
             failure = classify(exc, engine_id)
             if client is None:
                 raise failure from exc
