@@ -4,12 +4,14 @@
     load generator ──▶ gateway (python -m strata_gateway) ──▶ same engine
                           │ embedded NATS: registry, no router (local picks), JetStream usage records
     load generator ──▶ sglang-router / vllm-router (pass-through: round_robin, one worker) ──▶ same engine
+    load generator ──▶ bare_relay.py (the floor of any Python relay; JSON only) ──▶ same engine
 
 The engine answers every request at once with a constant short body (or a 4-chunk SSE
 stream), so the gateway is the bottleneck. Open-loop runs send at a fixed rate and time
 each request from its *scheduled* send time (no coordinated omission); the added latency
 is gateway minus direct at the same percentile, measured in the same run. The closed-loop
-run keeps `--concurrency` requests in flight for `--duration` seconds and reports req/s.
+run keeps `--concurrency` requests in flight for `--duration` seconds and reports req/s,
+and for the processes this script started, their CPU time per request.
 
 Run: `.venv/bin/python services/gateway/benchmarks/overhead.py [--rates 200 500] [--duration 10]`.
 Every process shares this machine's cores (printed), which bounds the max req/s.
@@ -153,6 +155,19 @@ async def closed_loop(url: str, concurrency: int, duration: float, stream: bool)
 
 
 # --- the setup ------------------------------------------------------------------------------------------
+FLOOR = "python floor"
+"""Target name of bare_relay.py (a reference, not a peer: no gateway or router features)."""
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process `pid` so far (None where /proc is not there)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
         return subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -198,13 +213,18 @@ async def main(args: argparse.Namespace) -> None:
             "STRATA_GATEWAY_USAGE_SPOOL_DIR": str(work / "spool"),
         }
         procs.append(_spawn([sys.executable, "-m", "strata_gateway"], gateway_env, work / "gateway.log"))
+        floor_port = free_port()
+        floor = [sys.executable, str(Path(__file__).with_name("bare_relay.py")), str(floor_port), str(engine_port)]
+        procs.append(_spawn(floor, env, work / "floor.log"))
+        pids = {"gateway": procs[1].pid, FLOOR: procs[2].pid}
         try:
             await poll_until(lambda: _ready(f"{engine_url}/v1/chat/completions"), timeout=30, what="engine")
             await poll_until(lambda: _ready(f"{gateway_url}/readyz"), timeout=30, what="gateway")
             with contextlib.ExitStack() as peers:
                 targets = {"gateway": f"{gateway_url}/v1/chat/completions"}
                 targets |= _start_peers(args.peers, engine_url, work, peers)
-                await report(args, f"{engine_url}/v1/chat/completions", targets)
+                targets[FLOOR] = f"http://127.0.0.1:{floor_port}/v1/chat/completions"
+                await report(args, f"{engine_url}/v1/chat/completions", targets, pids)
         finally:
             stop.set()
             await beat
@@ -234,13 +254,14 @@ def _start_peers(names: list[str], engine_url: str, work: Path, stack: contextli
     return urls
 
 
-async def report(args: argparse.Namespace, direct: str, targets: dict[str, str]) -> None:
-    """Added latency and max req/s of every target (gateway, peers) against the direct path, one run."""
+async def report(args: argparse.Namespace, direct: str, every: dict[str, str], pids: dict[str, int]) -> None:
+    """Added latency and max req/s of every target (gateway, peers, floor) against the direct path, one run."""
     print(f"cores: {os.cpu_count()} (engine, gateway, peers, NATS and this load generator share them)")
-    for url in (direct, *targets.values()):  # warm up every path (connections, caches)
+    for url in (direct, *every.values()):  # warm up every path (connections, caches)
         await open_loop(url, 100, 2, stream=False)
-    width = max(len(name) for name in targets)
+    width = max(len(name) for name in every)
     for stream in (False, True) if args.stream else (False,):
+        targets = {name: url for name, url in every.items() if not (stream and name == FLOOR)}
         kind = "stream" if stream else "json"
         print(f"\n[{kind}] open loop, {args.duration:.0f} s per run; latency in ms from the scheduled send time")
         print(f"{'target':<{width}} {'rate':>6} {'direct p50':>11} {'p99':>8} {'p50':>8} {'p99':>8} "
@@ -258,11 +279,17 @@ async def report(args: argparse.Namespace, direct: str, targets: dict[str, str])
         best_peer = 0.0
         gateway_rps = 0.0
         for name, url in targets.items():
+            pid = pids.get(name)
+            before = cpu_seconds(pid) if pid else None
             g = await closed_loop(url, args.concurrency, args.duration, stream)
+            after = cpu_seconds(pid) if pid else None
             rps = len(g.latencies) / g.elapsed
             gateway_rps = rps if name == "gateway" else gateway_rps
-            best_peer = best_peer if name == "gateway" else max(best_peer, rps)
-            print(f"  {name:<{width}} {rps:>8,.0f} req/s ({rps / d_rps:.2f} of direct), errors {g.errors}")
+            best_peer = best_peer if name in ("gateway", FLOOR) else max(best_peer, rps)
+            cpu = ""
+            if before is not None and after is not None and g.latencies:
+                cpu = f", its CPU {(after - before) / len(g.latencies) * 1e6:,.0f} us/req"
+            print(f"  {name:<{width}} {rps:>8,.0f} req/s ({rps / d_rps:.2f} of direct), errors {g.errors}{cpu}")
         if best_peer:
             print(f"[{kind}] gateway / best peer max req/s: {gateway_rps / best_peer:.2f}")
 
