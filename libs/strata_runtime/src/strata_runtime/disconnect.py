@@ -5,8 +5,9 @@ client disconnected keeps running; a request waiting for an engine's first token
 hold the engine for nobody. While a stream is being written a disconnect shows up as a
 failed write, but before that nothing notices. :class:`DisconnectWatch` polls the
 transports of the watched requests and cancels the handler task of each one whose
-connection is gone; the handler's cleanup then releases the upstream work (the gateway
-closes its engine connection, the simulator aborts the request in its engine).
+connection is gone; the handler's cleanup then releases the upstream work (the
+simulator aborts the request in its engine). The gateway serves HTTP with its own
+server, which cancels the handler from the connection's `connection_lost` instead.
 """
 
 from __future__ import annotations

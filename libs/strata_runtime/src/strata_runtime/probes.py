@@ -4,6 +4,10 @@
 when the service has started, is not draining, and every registered readiness check
 passes; otherwise 503 with the failing checks named. `/metrics` is the Prometheus text
 exposition of the process registry. Services add their own routes to the same app.
+
+    Probes.healthz() / readyz() / metrics() ─▶ ProbeAnswer (status, body, content type)
+      ├─ Probes.install(app): the routes on an aiohttp app, served by HttpServer (default)
+      └─ a service's own HTTP server (Service.server) routes the three paths to them itself
 """
 
 from __future__ import annotations
@@ -11,19 +15,40 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
-__all__ = ["HttpServer", "Probes", "ReadyCheck"]
+__all__ = ["HttpServer", "ProbeAnswer", "Probes", "ReadyCheck"]
 
 ReadyCheck = Callable[[], bool | Awaitable[bool]]
 _log = logging.getLogger(__name__)
 
 
-def _json(status: int, body: dict[str, object]) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
+@dataclass(frozen=True)
+class ProbeAnswer:
+    """A probe's HTTP answer, whichever server writes it.
+
+    Attributes:
+        status: HTTP status.
+        body: the body bytes.
+        content_type: the Content-Type value.
+    """
+
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+
+    @classmethod
+    def json(cls, status: int, body: dict[str, object]) -> ProbeAnswer:
+        """A JSON answer."""
+        return cls(status, orjson.dumps(body))
+
+
+_HEALTHY = ProbeAnswer.json(200, {"status": "ok"})
+_READY = ProbeAnswer.json(200, {"status": "ready"})
 
 
 class Probes:
@@ -59,6 +84,21 @@ class Probes:
                 failing.append(name)
         return failing
 
+    def healthz(self) -> ProbeAnswer:
+        """/healthz: 200 while the process serves HTTP at all."""
+        return _HEALTHY
+
+    async def readyz(self) -> ProbeAnswer:
+        """/readyz: 200 when ready, else 503 naming the failing conditions."""
+        failing = await self.failing()
+        if failing:
+            return ProbeAnswer.json(503, {"status": "not ready", "failing": failing})
+        return _READY
+
+    def metrics(self) -> ProbeAnswer:
+        """/metrics: the Prometheus text exposition of the registry."""
+        return ProbeAnswer(200, generate_latest(self.registry), CONTENT_TYPE_LATEST)
+
     def install(self, app: web.Application) -> None:
         """Add /healthz, /readyz and /metrics to `app`."""
         app.router.add_get("/healthz", self._healthz)
@@ -66,18 +106,19 @@ class Probes:
         app.router.add_get("/metrics", self._metrics)
 
     async def _healthz(self, _: web.Request) -> web.Response:
-        return _json(200, {"status": "ok"})
+        return _aiohttp(self.healthz())
 
     async def _readyz(self, _: web.Request) -> web.Response:
-        failing = await self.failing()
-        if failing:
-            return _json(503, {"status": "not ready", "failing": failing})
-        return _json(200, {"status": "ready"})
+        return _aiohttp(await self.readyz())
 
     async def _metrics(self, _: web.Request) -> web.Response:
-        response = web.Response(body=generate_latest(self.registry))
-        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
-        return response
+        return _aiohttp(self.metrics())
+
+
+def _aiohttp(answer: ProbeAnswer) -> web.Response:
+    response = web.Response(status=answer.status, body=answer.body)
+    response.headers["Content-Type"] = answer.content_type  # verbatim (the metrics type has parameters)
+    return response
 
 
 class HttpServer:

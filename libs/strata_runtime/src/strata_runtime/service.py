@@ -3,6 +3,8 @@
 A service package provides `build_app(settings) -> Service` (no I/O in it) and a
 `__main__` that calls :func:`service_main`. Resources are opened in `on_start` hooks
 (in order) and closed in `on_stop` hooks (in reverse order), inside the event loop.
+HTTP is served from `Service.http` (aiohttp, probes added here) unless the service
+brings its own server through `Service.server` (which then serves the probes itself).
 
     SIGTERM ──▶ /readyz 503 (draining) ──▶ wait for in-flight work (≤ shutdown_grace_s)
             ──▶ on_stop hooks (reverse) ──▶ HTTP server closed ──▶ exit 0
@@ -18,7 +20,7 @@ import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, NoReturn, TypeVar
+from typing import Literal, NoReturn, Protocol, TypeVar
 
 from aiohttp import web
 from prometheus_client import Gauge
@@ -29,10 +31,28 @@ from strata_runtime.settings import ServiceSettings, SettingsError, load_setting
 from strata_runtime.shutdown import GracefulShutdown, InFlight
 from strata_runtime.tracing import setup_tracing
 
-__all__ = ["Hook", "Service", "run_service", "service_main"]
+__all__ = ["Hook", "HttpListener", "ServerFactory", "Service", "run_service", "service_main"]
 
 S = TypeVar("S", bound=ServiceSettings)
 Hook = Callable[[], Awaitable[None]]
+
+
+class HttpListener(Protocol):
+    """An HTTP server as :func:`run_service` drives it (:class:`HttpServer` is one)."""
+
+    async def start(self) -> int:
+        """Bind and serve; returns the bound port."""
+        ...
+
+    async def stop(self) -> None:
+        """Stop listening and close the connections (after their current response)."""
+        ...
+
+
+ServerFactory = Callable[[str, int], HttpListener]
+"""Builds a service's own HTTP server for (host, port), inside the running loop; it must
+serve `/healthz`, `/readyz` and `/metrics` from the service's :class:`Probes`."""
+
 _log = logging.getLogger(__name__)
 IN_FLIGHT = Gauge("strata_in_flight", "Units of work (requests, streams, messages) in progress.")
 
@@ -44,12 +64,14 @@ class Service:
     Attributes:
         name: short service name (`router`, `gateway`, ...).
         settings: its validated settings.
-        http: the aiohttp app; probe routes are added by :func:`run_service`.
+        http: the aiohttp app; probe routes are added by :func:`run_service` (unused
+            when `server` is set).
         probes: readiness state and checks.
         inflight: work in progress, drained on shutdown.
         on_start: hooks run in order before the service reports ready.
         on_stop: hooks run in reverse order after draining, also after a failed start
             (so each must tolerate a resource that was never opened).
+        server: the service's own HTTP server instead of the aiohttp one, or None.
     """
 
     name: str
@@ -59,6 +81,7 @@ class Service:
     inflight: InFlight = field(default_factory=InFlight)
     on_start: list[Hook] = field(default_factory=list)
     on_stop: list[Hook] = field(default_factory=list)
+    server: ServerFactory | None = None
 
 
 async def run_service(service: Service, shutdown: GracefulShutdown | None = None) -> None:
@@ -71,9 +94,13 @@ async def run_service(service: Service, shutdown: GracefulShutdown | None = None
     shutdown = shutdown or GracefulShutdown()
     shutdown.install()
     settings = service.settings
-    service.probes.install(service.http)
     IN_FLIGHT.set_function(lambda: service.inflight.count)
-    server = HttpServer(service.http, settings.host, settings.port)
+    server: HttpListener
+    if service.server is None:
+        service.probes.install(service.http)
+        server = HttpServer(service.http, settings.host, settings.port)
+    else:
+        server = service.server(settings.host, settings.port)
     port = await server.start()
     try:
         for hook in service.on_start:

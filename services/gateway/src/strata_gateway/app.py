@@ -1,5 +1,7 @@
 """build_app(settings): the gateway's resources, routes, hooks and probes.
 
+    HTTP: Http1Server (adapters/http_server) ─▶ Dispatcher (handlers/middleware) ─▶ routes:
+          OpenAI (handlers/openai) + /healthz /readyz /metrics (the service's probes)
     on_start: NATS ─▶ event plane (streams, buckets) ─▶ registry watch + load subscription
               ─▶ ports (auth, limits, usage sink) ─▶ upstream keep-alive pool ─▶ request path
     on_stop:  (after in-flight streams drained) request path ─▶ pool ─▶ ports ─▶ watch ─▶ NATS
@@ -19,10 +21,9 @@ import os
 import socket
 from pathlib import Path
 
-from aiohttp import web
-
 from strata_contracts import subjects
 from strata_contracts.messages import RouteOutcome
+from strata_gateway.adapters.http_server import Http1Server
 from strata_gateway.adapters.registry import RegistryWatcher
 from strata_gateway.adapters.router_client import RouterClient
 from strata_gateway.adapters.upstream import UpstreamClient, new_session
@@ -30,8 +31,9 @@ from strata_gateway.domain.fleet import Fleet
 from strata_gateway.domain.local import NoLimits, OpenAuthenticator
 from strata_gateway.domain.picking import LeastRequestPicker, Picker, RandomPicker
 from strata_gateway.domain.ports import Authenticator
-from strata_gateway.handlers.middleware import error_middleware
-from strata_gateway.handlers.openai import add_openai_routes
+from strata_gateway.handlers.http import probe_routes
+from strata_gateway.handlers.middleware import Dispatcher
+from strata_gateway.handlers.openai import openai_routes
 from strata_gateway.handlers.proxy import Ports, Proxy
 from strata_gateway.handlers.routing import Routing
 from strata_gateway.settings import GatewaySettings
@@ -39,7 +41,7 @@ from strata_runtime import Broker, Service
 from strata_runtime.plane import ensure_event_plane
 from strata_runtime.service import Hook
 
-__all__ = ["GATEWAY_KEY", "Gateway", "build_app"]
+__all__ = ["Gateway", "build_app"]
 
 _log = logging.getLogger(__name__)
 
@@ -51,14 +53,18 @@ def build_app(settings: GatewaySettings, *, ports: Ports | None = None) -> Servi
         settings: validated settings.
         ports: authenticator, limiter and usage sink to use instead of the real ones (tests).
     """
-    service = Service(name="gateway", settings=settings, http=web.Application(middlewares=[error_middleware]))
+    service = Service(name="gateway", settings=settings)
     gateway = Gateway(settings, service, ports)
-    add_openai_routes(service.http, gateway)
+    dispatch = Dispatcher(openai_routes(gateway) | probe_routes(service.probes))
+
+    def server(host: str, port: int) -> Http1Server:
+        return Http1Server(dispatch, host, port, error_page=dispatch.error_page, max_body_bytes=settings.max_body_bytes)
+
+    service.server = server
     service.on_start.append(gateway.start)
     service.on_stop.append(gateway.stop)
     service.probes.add_check("nats", gateway.nats_connected)
     service.probes.add_check("registry", gateway.registry_loaded)
-    service.http[GATEWAY_KEY] = gateway
     return service
 
 
@@ -184,7 +190,3 @@ class Gateway:
         await limiter.start()
         self._closers.append(limiter.close)
         return Ports(PgAuthenticator(pool, settings.auth_cache_ttl_s), limiter, sink)
-
-
-GATEWAY_KEY = web.AppKey("gateway", Gateway)
-"""Where build_app leaves the gateway in the service's aiohttp app (for tests and debugging)."""

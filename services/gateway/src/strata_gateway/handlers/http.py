@@ -1,23 +1,32 @@
-"""HTTP details of the client side: request ids, bounded body reads, response headers."""
+"""HTTP details of the client side: header names, request ids, body reads, the route table's types.
+
+    Routes = {path: {method: Handler}}    Handler(request, request_id) ─▶ Response | ResponseStream
+
+Header names are lower case (the server lower-cases request header names).
+"""
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
+from collections.abc import Awaitable, Callable
 from typing import Final
 
-from aiohttp import web
-
-from strata_gateway.domain.errors import body_too_large
+from strata_gateway.adapters.http_messages import BodyTooLarge, MalformedBody, Reply, Request, Response
+from strata_gateway.domain.errors import bad_request, body_too_large
+from strata_runtime.probes import ProbeAnswer, Probes
 
 __all__ = [
     "ENGINE_HEADER",
     "FALLBACK_HEADER",
-    "REQUEST_ID",
     "REQUEST_ID_HEADER",
     "SESSION_HEADER",
     "STRATEGY_HEADER",
     "STRATEGY_OUT_HEADER",
+    "Handler",
+    "Routes",
+    "new_request_id",
+    "probe_routes",
     "read_body",
     "request_id_of",
 ]
@@ -28,33 +37,55 @@ SESSION_HEADER: Final = "x-session-id"
 ENGINE_HEADER: Final = "x-strata-engine"
 STRATEGY_OUT_HEADER: Final = "x-strata-strategy"
 FALLBACK_HEADER: Final = "x-strata-route-fallback"
-REQUEST_ID: Final = web.RequestKey("strata_request_id", str)
-"""Where the error middleware leaves the request id for the handlers."""
+
+Handler = Callable[[Request, str], Awaitable[Reply]]
+"""Answers one request, given its request id; raises GatewayError for error envelopes."""
+Routes = dict[str, dict[str, Handler]]
+"""Path ─▶ method ─▶ handler (a GET handler answers HEAD too)."""
 
 _CLIENT_ID: Final = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
-_CHUNK: Final = 64 * 1024
 
 
-def request_id_of(request: web.Request) -> str:
+def new_request_id() -> str:
+    """A fresh request id (128 random bits, hex)."""
+    return f"req-{os.urandom(16).hex()}"
+
+
+def request_id_of(request: Request) -> str:
     """The client's x-request-id when it is a sane token (≤128 of [A-Za-z0-9._:-]), else a new one."""
     given = request.headers.get(REQUEST_ID_HEADER, "")
-    return given if _CLIENT_ID.fullmatch(given) else f"req-{uuid.uuid4().hex}"
+    return given if _CLIENT_ID.fullmatch(given) else new_request_id()
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """The request body, read without ever holding more than `limit` + one chunk.
+async def read_body(request: Request) -> bytes:
+    """The request body (the server never buffers more than its limit + one chunk).
 
     Raises:
-        GatewayError: 413 when the body (declared or actual) exceeds `limit`.
+        GatewayError: 413 when the body (declared or actual) exceeds the limit, 400 when
+            its framing broke.
     """
-    declared = request.content_length
-    if declared is not None and declared > limit:
-        raise body_too_large(limit)
-    parts: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_chunked(_CHUNK):
-        size += len(chunk)
-        if size > limit:
-            raise body_too_large(limit)
-        parts.append(chunk)
-    return b"".join(parts)
+    try:
+        return await request.read()
+    except BodyTooLarge as exc:
+        raise body_too_large(exc.limit) from None
+    except MalformedBody as exc:
+        raise bad_request(f"malformed request body: {exc}", code="invalid_request") from None
+
+
+def probe_routes(probes: Probes) -> Routes:
+    """GET /healthz, /readyz and /metrics from the service's probes."""
+
+    async def healthz(_: Request, __: str) -> Reply:
+        return _response(probes.healthz())
+
+    async def readyz(_: Request, __: str) -> Reply:
+        return _response(await probes.readyz())
+
+    async def metrics(_: Request, __: str) -> Reply:
+        return _response(probes.metrics())
+
+    return {"/healthz": {"GET": healthz}, "/readyz": {"GET": readyz}, "/metrics": {"GET": metrics}}
+
+
+def _response(answer: ProbeAnswer) -> Response:
+    return Response(answer.status, answer.body, answer.content_type)

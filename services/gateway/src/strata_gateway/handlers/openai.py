@@ -10,17 +10,17 @@ from __future__ import annotations
 import time
 from typing import Protocol
 
-from aiohttp import web
-
+from strata_gateway.adapters.http_messages import Reply, Request, Response
 from strata_gateway.domain.errors import no_engine
 from strata_gateway.domain.fleet import Fleet
 from strata_gateway.domain.ports import Authenticator
 from strata_gateway.domain.requests import Endpoint
 from strata_gateway.domain.responses import model_list
+from strata_gateway.handlers.http import Routes
 from strata_gateway.handlers.openapi import openapi_json
 from strata_gateway.handlers.proxy import Proxy
 
-__all__ = ["GatewayState", "add_openai_routes"]
+__all__ = ["GatewayState", "openai_routes"]
 
 
 class GatewayState(Protocol):
@@ -50,29 +50,31 @@ class _Handlers:
             raise no_engine("any model", "the gateway is starting")
         return proxy
 
-    async def chat(self, request: web.Request) -> web.StreamResponse:
-        return await self._proxy().generate(request, Endpoint.CHAT)
+    async def chat(self, request: Request, request_id: str) -> Reply:
+        return await self._proxy().generate(request, request_id, Endpoint.CHAT)
 
-    async def completions(self, request: web.Request) -> web.StreamResponse:
-        return await self._proxy().generate(request, Endpoint.COMPLETIONS)
+    async def completions(self, request: Request, request_id: str) -> Reply:
+        return await self._proxy().generate(request, request_id, Endpoint.COMPLETIONS)
 
-    async def models(self, request: web.Request) -> web.Response:
+    async def models(self, request: Request, _: str) -> Reply:
         authenticator = self._state.authenticator
         if authenticator is None:
             raise no_engine("any model", "the gateway is starting")
-        principal = await authenticator.authenticate(request.headers.get("Authorization"))
+        principal = await authenticator.authenticate(request.headers.get("authorization"))
         allowed = principal.allowed_models
         entries = [e for e in self._state.fleet.models(time.time()) if allowed is None or e.model in allowed]
-        return web.Response(body=model_list(entries).model_dump_json(), content_type="application/json")
+        return Response(200, model_list(entries).model_dump_json().encode())
 
-    async def openapi(self, _: web.Request) -> web.Response:
-        return web.Response(body=self._openapi, content_type="application/json")
+    async def openapi(self, _: Request, __: str) -> Reply:
+        return Response(200, self._openapi)
 
 
-def add_openai_routes(app: web.Application, state: GatewayState) -> None:
-    """Add the OpenAI routes and /openapi.json to `app` (before it starts)."""
+def openai_routes(state: GatewayState) -> Routes:
+    """The OpenAI routes and /openapi.json."""
     handlers = _Handlers(state)
-    app.router.add_post(Endpoint.CHAT, handlers.chat)
-    app.router.add_post(Endpoint.COMPLETIONS, handlers.completions)
-    app.router.add_get("/v1/models", handlers.models)
-    app.router.add_get("/openapi.json", handlers.openapi)
+    return {
+        Endpoint.CHAT: {"POST": handlers.chat},
+        Endpoint.COMPLETIONS: {"POST": handlers.completions},
+        "/v1/models": {"GET": handlers.models},
+        "/openapi.json": {"GET": handlers.openapi},
+    }

@@ -10,7 +10,8 @@ times and only within the process's retry budget. A connect failure also ejects 
 engine from local picks for `eject_s`. Timeouts are not retried (504).
 
 Everything after admission is accounted for whatever happens: a failure, a client that
-went away (499, upstream closed), or a bug (500). The accounting (settle, release, usage
+went away (499, upstream closed: the server cancels the handler when the connection
+drops, or a write to it fails), or a bug (500). The accounting (settle, release, usage
 record, outcome) runs in a task of its own once the response is complete, so a JetStream
 acknowledgement never delays the client; shutdown drains these tasks like requests.
 """
@@ -24,10 +25,10 @@ from collections.abc import Awaitable, Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 
-from aiohttp import web
 from opentelemetry.trace import SpanKind
 
 from strata_contracts.messages import RouteOutcome
+from strata_gateway.adapters.http_messages import Reply, Request
 from strata_gateway.adapters.upstream import UpstreamClient, UpstreamFailure
 from strata_gateway.domain.errors import model_not_allowed, model_not_found, normalize_upstream_error
 from strata_gateway.domain.exchange import Exchange
@@ -49,7 +50,6 @@ from strata_gateway.telemetry import (
     TTFT,
     UPSTREAM_ERRORS,
 )
-from strata_runtime.disconnect import DisconnectWatch
 from strata_runtime.shutdown import InFlight
 from strata_runtime.tracing import extract_context, inject_headers, passthrough_headers, start_span, tracing_active
 
@@ -100,17 +100,15 @@ class Proxy:
         self._publish = publish_outcome
         self._inflight = inflight
         self._budget = RetryBudget(settings.retry_budget_percent, settings.retry_min_concurrency)
-        self._watch = DisconnectWatch()
         self._finishing: set[asyncio.Task[None]] = set()
 
     async def close(self) -> None:
-        """Stop background helpers (at shutdown, after draining); waits for pending accounting."""
+        """At shutdown, after draining: waits for pending accounting."""
         await asyncio.gather(*self._finishing, return_exceptions=True)
-        await self._watch.close()
 
-    async def generate(self, request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
+    async def generate(self, request: Request, request_id: str, endpoint: Endpoint) -> Reply:
         """Serve one chat or completions request (errors are raised as GatewayError)."""
-        exchange = Exchange(request_id=request.get(http.REQUEST_ID) or http.request_id_of(request), endpoint=endpoint)
+        exchange = Exchange(request_id=request_id, endpoint=endpoint)
         admission = None
         traced = tracing_active()
         parent = extract_context(request.headers) if traced else None
@@ -123,9 +121,9 @@ class Proxy:
             if not traced:  # no span of ours to carry: hand the client's trace context on as it came
                 passthrough_headers(request.headers, exchange.trace_headers)
             try:
-                principal = await self._ports.authenticator.authenticate(request.headers.get("Authorization"))
+                principal = await self._ports.authenticator.authenticate(request.headers.get("authorization"))
                 exchange.principal = principal
-                parsed = parse_request(endpoint, await http.read_body(request, self._settings.max_body_bytes))
+                parsed = parse_request(endpoint, await http.read_body(request))
                 exchange.request = parsed
                 exchange.strategy = choose_strategy(
                     request.headers.get(http.STRATEGY_HEADER),
@@ -138,11 +136,10 @@ class Proxy:
                 if principal.allowed_models is not None and parsed.model not in principal.allowed_models:
                     raise model_not_allowed(parsed.model)
                 admission = await self._ports.limiter.admit(principal)
-                with self._watch.watch(request):
-                    return await self._serve(request, exchange)
+                return await self._serve(request, exchange)
             except ClientGone as gone:
                 exchange.fail(asyncio.CancelledError())
-                return gone.response  # aiohttp finishes it quietly (the transport is closed)
+                return gone.response  # unfinished: the server drops the connection
             except BaseException as exc:
                 exchange.fail(exc)
                 raise
@@ -153,7 +150,7 @@ class Proxy:
                     self._spawn_finish(exchange, admission)
                 self._observe(exchange)
 
-    async def _serve(self, request: web.Request, exchange: Exchange) -> web.StreamResponse:
+    async def _serve(self, request: Request, exchange: Exchange) -> Reply:
         """Route and send, failing over before the first byte."""
         assert exchange.request is not None
         assert exchange.principal is not None
@@ -201,9 +198,7 @@ class Proxy:
             for _ in range(retries_held):
                 self._budget.release()
 
-    async def _attempt(
-        self, request: web.Request, exchange: Exchange, route: Route, deadline: float
-    ) -> web.StreamResponse:
+    async def _attempt(self, request: Request, exchange: Exchange, route: Route, deadline: float) -> Reply:
         """One attempt at one engine."""
         assert exchange.request is not None
         parsed = exchange.request

@@ -1,23 +1,25 @@
 """Relaying an engine's response to the client.
 
 Streams are relayed event by event: each complete SSE event is written to the client
-as soon as it arrived (never held for the next one), except the usage-only chunk the
-client did not ask for. The client's 200 head is sent with the first relayed event, so
-a failure before it is still a clean HTTP error (or a retry on another engine):
+as soon as it arrived (never held for the next one; the events completed by one read
+from the engine go out in one write), except the usage-only chunk the client did not
+ask for. The client's 200 head is sent with the first relayed event, so a failure
+before it is still a clean HTTP error (or a retry on another engine):
 
     upstream fails before the first event  ──▶ UpstreamFailure (caller retries or answers 502/504)
     upstream fails after it               ──▶ vLLM-style error event, then data: [DONE]
     upstream ends without data: [DONE]    ──▶ the same (a truncated stream is an error)
     client write fails                    ──▶ ClientGone (status 499; the upstream is closed)
+
+Each write is handed to the socket at once and waits while a slow client's transport
+buffer is full, so reading from the engine slows down with it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
 
-from aiohttp import web
-
+from strata_gateway.adapters.http_messages import Request, Response, ResponseStream
 from strata_gateway.adapters.upstream import UpstreamFailure, UpstreamResponse, classify
 from strata_gateway.domain.errors import stream_error_event
 from strata_gateway.domain.exchange import Exchange
@@ -26,43 +28,39 @@ from strata_gateway.telemetry import UPSTREAM_ERRORS
 
 __all__ = ["ClientGone", "relay_body", "relay_stream"]
 
-_SSE_TYPE = "text/event-stream"
+_SSE_TYPE = "text/event-stream; charset=utf-8"
 
 
 class ClientGone(Exception):
     """The client connection closed while the response was being written.
 
     Attributes:
-        response: the client response as far as it got (return it to aiohttp as is).
+        response: the client response as far as it got (return it to the server as is).
     """
 
-    def __init__(self, response: web.StreamResponse, detail: str) -> None:
+    def __init__(self, response: ResponseStream, detail: str) -> None:
         super().__init__(f"client gone: {detail}")
         self.response = response
 
 
-def relay_body(
-    exchange: Exchange, status: int, body: bytes, content_type: str, headers: Mapping[str, str]
-) -> web.Response:
+def relay_body(exchange: Exchange, status: int, body: bytes, content_type: str, headers: dict[str, str]) -> Response:
     """A complete (non-streamed) engine response, body untouched; usage taken from it."""
     exchange.mark_first_byte()
     exchange.status = status
     if status < 400:
         exchange.usage = usage_of_body(body)
-    response = web.Response(status=status, body=body, headers=headers)
-    response.content_type = content_type or "application/json"
-    return response
+    return Response(status, body, content_type or "application/json", headers)
 
 
 async def relay_stream(
-    request: web.Request,
+    request: Request,
     exchange: Exchange,
     engine_id: str,
     upstream: UpstreamResponse,
     *,
-    headers: Mapping[str, str],
+    headers: dict[str, str],
     deadline: float,
-) -> web.StreamResponse:
+) -> ResponseStream:
     """Relay an engine's SSE stream to the client (see the module docstring).
 
     Args:
@@ -80,19 +78,19 @@ async def relay_stream(
     assert exchange.request is not None
     framer = SseFramer()
     tap = StreamTap(exchange.request.client_usage)
-    client: web.StreamResponse | None = None
+    client: ResponseStream | None = None
     complete = False
     try:
         try:
             async with asyncio.timeout_at(deadline):
                 async for data in upstream.iter_chunks():
-                    for event in framer.feed(data):
-                        if not tap.inspect(event):
-                            continue
-                        if client is None:
-                            exchange.mark_first_byte()
-                            client = await _open(request, headers)
-                        await _write(client, event)
+                    events = [event for event in framer.feed(data) if tap.inspect(event)]
+                    if not events:
+                        continue
+                    if client is None:
+                        exchange.mark_first_byte()
+                        client = _open(request, headers)
+                    await _write(client, events[0] if len(events) == 1 else b"".join(events))
         except OSError as exc:  # the engine dropped the stream (UpstreamDisconnected) or timed out
             failure = classify(exc, engine_id)
             if client is None:
@@ -118,35 +116,27 @@ async def relay_stream(
     return client
 
 
-async def _open(request: web.Request, headers: Mapping[str, str]) -> web.StreamResponse:
-    response = web.StreamResponse(status=200, headers=headers)
-    response.content_type = _SSE_TYPE
-    response.charset = "utf-8"
-    response.headers["Cache-Control"] = "no-cache"
-    try:
-        await response.prepare(request)
-    except (ConnectionError, RuntimeError) as exc:
-        raise ClientGone(response, repr(exc)) from exc
-    return response
+def _open(request: Request, headers: dict[str, str]) -> ResponseStream:
+    """The client's 200 stream (its head goes out with the first write)."""
+    headers["cache-control"] = "no-cache"
+    return ResponseStream(request, 200, _SSE_TYPE, headers)
 
 
-async def _write(client: web.StreamResponse, data: bytes) -> None:
+async def _write(client: ResponseStream, data: bytes) -> None:
     try:
         await client.write(data)
-    except (ConnectionError, RuntimeError) as exc:  # aiohttp: ClientConnectionResetError / closed writer
+    except ConnectionError as exc:  # ClientDisconnected
         raise ClientGone(client, repr(exc)) from exc
 
 
-async def _finish(client: web.StreamResponse) -> None:
+async def _finish(client: ResponseStream) -> None:
     try:
-        await client.write_eof()
-    except (ConnectionError, RuntimeError) as exc:
+        await client.end()
+    except ConnectionError as exc:
         raise ClientGone(client, repr(exc)) from exc
 
 
-async def _end_with_error(
-    client: web.StreamResponse, exchange: Exchange, failure: UpstreamFailure
-) -> web.StreamResponse:
+async def _end_with_error(client: ResponseStream, exchange: Exchange, failure: UpstreamFailure) -> ResponseStream:
     """Close a started stream after an engine failure: error event, then data: [DONE]."""
     UPSTREAM_ERRORS.labels(failure.engine_id, failure.kind).inc()
     error = failure.to_error()
