@@ -231,29 +231,38 @@ class JetStreamPipeline:
                 future.set_exception(ConnectionError("the JetStream pipeline closed"))
         self._waiting.clear()
 
-    async def publish(
+    async def send(
         self, subject: str, payload: bytes, headers: dict[str, str], timeout_s: float | None = None
-    ) -> PubAck:
-        """Publish to a stream and wait for its ack (put `Nats-Msg-Id` in `headers` for dedup).
+    ) -> asyncio.Future[PubAck]:
+        """Publish to a stream; returns the future of its ack (put `Nats-Msg-Id` in `headers` for dedup).
+
+        The future fails with TimeoutError (no ack in time), NoStreamResponseError (no
+        stream captures `subject`) or APIError (JetStream refused the message).
 
         Raises:
-            TimeoutError: no ack within the timeout.
-            NoStreamResponseError: no stream captures `subject`.
-            APIError: JetStream refused the message.
+            nats errors: the message could not be handed to the connection.
         """
         loop = asyncio.get_running_loop()
         self._seq += 1
         token = str(self._seq)
         future: asyncio.Future[PubAck] = loop.create_future()
+        future.add_done_callback(_retrieve)  # a caller that stopped waiting leaves no "never retrieved" noise
         self._waiting[token] = (future, loop.time() + (self._timeout if timeout_s is None else timeout_s))
         try:
             await self._client.publish(subject, payload, reply=f"{self._prefix}.{token}", headers=headers)
-            return await future
-        finally:
+        except BaseException:
             self._waiting.pop(token, None)
+            raise
+        return future
+
+    async def publish(
+        self, subject: str, payload: bytes, headers: dict[str, str], timeout_s: float | None = None
+    ) -> PubAck:
+        """:meth:`send`, then wait for the ack (its errors are raised here)."""
+        return await (await self.send(subject, payload, headers, timeout_s))
 
     async def _on_ack(self, msg: Msg) -> None:
-        entry = self._waiting.get(msg.subject[len(self._prefix) + 1 :])
+        entry = self._waiting.pop(msg.subject[len(self._prefix) + 1 :], None)
         if entry is None or entry[0].done():
             return  # timed out already
         future = entry[0]
@@ -275,9 +284,16 @@ class JetStreamPipeline:
         while True:
             await asyncio.sleep(min(0.1, self._timeout / 4))
             now = loop.time()
-            for future, deadline in list(self._waiting.values()):
-                if deadline <= now and not future.done():
+            expired = [token for token, (_, deadline) in self._waiting.items() if deadline <= now]
+            for token in expired:
+                future, _ = self._waiting.pop(token)
+                if not future.done():
                     future.set_exception(TimeoutError("no JetStream ack in time"))
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _first_error(exc: ValidationError) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import cache
+
 from prometheus_client import Counter, Gauge, Histogram
 
 from strata_runtime.tracing import tracer
@@ -17,6 +19,10 @@ __all__ = [
     "TRACER",
     "TTFT",
     "UPSTREAM_ERRORS",
+    "engine_in_flight",
+    "request_seconds",
+    "requests_total",
+    "ttft_seconds",
 ]
 
 TRACER = tracer("strata_gateway")
@@ -66,3 +72,29 @@ RETRIES = Counter(
     "Requests sent to another engine after a failure before the first byte, by reason (connect|status_5xx|disconnect).",
     ["reason"],
 )
+
+
+# Labelled children of the per-request metrics, looked up once per label set
+# (prometheus_client's .labels() validates and locks on every call; label sets are few).
+@cache
+def requests_total(endpoint: str, status: int, strategy: str) -> Counter:
+    """REQUESTS for these labels."""
+    return REQUESTS.labels(endpoint, str(status), strategy)
+
+
+@cache
+def request_seconds(endpoint: str, strategy: str) -> Histogram:
+    """LATENCY for these labels."""
+    return LATENCY.labels(endpoint, strategy)
+
+
+@cache
+def ttft_seconds(endpoint: str, strategy: str) -> Histogram:
+    """TTFT for these labels."""
+    return TTFT.labels(endpoint, strategy)
+
+
+@cache
+def engine_in_flight(engine_id: str) -> Gauge:
+    """ENGINE_IN_FLIGHT for this engine."""
+    return ENGINE_IN_FLIGHT.labels(engine_id)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,8 +44,8 @@ class RecordingSink:
     def __init__(self) -> None:
         self.records: list[UsageRecord] = []
 
-    async def record(self, usage: UsageRecord) -> None:
-        self.records.append(usage)
+    async def record_many(self, usages: Sequence[UsageRecord]) -> None:
+        self.records.extend(usages)
 
     def of(self, request_id: str) -> list[UsageRecord]:
         return [r for r in self.records if r.request_id == request_id]

@@ -93,7 +93,7 @@ class Exchange:
         """The request's UsageRecord (requires the principal and the parsed body)."""
         assert self.principal is not None
         assert self.request is not None
-        return UsageRecord(
+        return UsageRecord.model_construct(  # built from checked values: validation would only cost time
             request_id=self.request_id,
             tenant_id=self.principal.tenant_id,
             api_key_id=self.principal.key_id,
@@ -116,7 +116,7 @@ class Exchange:
         """The RouteOutcome for the router, or None when no engine was chosen."""
         if self.engine_id is None:
             return None
-        return RouteOutcome(
+        return RouteOutcome.model_construct(
             decision_id=self.decision_id,
             request_id=self.request_id,
             engine_id=self.engine_id,

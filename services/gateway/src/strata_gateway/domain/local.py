@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Final
 
 from strata_contracts.messages import UsageRecord
@@ -61,6 +62,7 @@ class NoLimits:
 class LoggingUsageSink:
     """Logs usage records at DEBUG level; persists nothing (tests and benchmarks only)."""
 
-    async def record(self, usage: UsageRecord) -> None:
-        """Log `usage`."""
-        _log.debug("usage", extra={"usage": usage.model_dump(mode="json")})
+    async def record_many(self, usages: Sequence[UsageRecord]) -> None:
+        """Log each of `usages`."""
+        for usage in usages:
+            _log.debug("usage", extra={"usage": usage.model_dump(mode="json")})

@@ -10,6 +10,7 @@ NATS implementations (adapters/, ledger/) or the local-dev ones (auth off, no li
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -106,6 +107,6 @@ class Limiter(Protocol):
 class UsageSink(Protocol):
     """Where the one usage record per request goes (JetStream with an on-disk spool)."""
 
-    async def record(self, usage: UsageRecord) -> None:
-        """Must not raise and must not lose the record (spool when NATS is unreachable)."""
+    async def record_many(self, usages: Sequence[UsageRecord]) -> None:
+        """Record each of `usages`; must not raise and must not lose one (spool when NATS is unreachable)."""
         ...

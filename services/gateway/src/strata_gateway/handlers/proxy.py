@@ -2,7 +2,8 @@
 
     authenticate (401) ─▶ read body (413) ─▶ parse (400) ─▶ strategy (400) ─▶ model (404/403)
     ─▶ admit (429) ─▶ [route ─▶ POST to the engine ─▶ relay] ─▶ settle + release
-    ─▶ exactly one UsageSink.record ─▶ RouteOutcome on strata.route.v1.outcome
+    ─▶ Accounting: exactly one usage record (UsageSink.record_many, batched)
+                   ─▶ RouteOutcome on strata.route.v1.outcome
 
 Failover: a connect error, a 5xx, or a dropped connection before the client saw a byte
 sends the request to another engine (the failed ones excluded), at most `max_retries`
@@ -11,9 +12,10 @@ engine from local picks for `eject_s`. Timeouts are not retried (504).
 
 Everything after admission is accounted for whatever happens: a failure, a client that
 went away (499, upstream closed: the server cancels the handler when the connection
-drops, or a write to it fails), or a bug (500). The accounting (settle, release, usage
-record, outcome) runs in a task of its own once the response is complete, so a JetStream
-acknowledgement never delays the client; shutdown drains these tasks like requests.
+drops, or a write to it fails), or a bug (500). The admission is settled and released as
+the handler ends; the usage record and the outcome go to :class:`Accounting`, which sends
+them in batches after the response, so a JetStream acknowledgement never delays the
+client; shutdown flushes it after the in-flight requests drained.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from contextlib import ExitStack
 from dataclasses import dataclass
 
 from opentelemetry.trace import SpanKind
@@ -37,18 +38,19 @@ from strata_gateway.domain.ports import Admission, Authenticator, GatewayError, 
 from strata_gateway.domain.requests import Endpoint, choose_strategy, parse_request
 from strata_gateway.domain.retry import RetryBudget
 from strata_gateway.handlers import http
+from strata_gateway.handlers.accounting import Accounting
 from strata_gateway.handlers.relay import ClientGone, relay_body, relay_stream
 from strata_gateway.handlers.routing import Route, Routing
 from strata_gateway.settings import GatewaySettings
 from strata_gateway.telemetry import (
-    ENGINE_IN_FLIGHT,
     IN_FLIGHT,
-    LATENCY,
-    REQUESTS,
     RETRIES,
     TRACER,
-    TTFT,
     UPSTREAM_ERRORS,
+    engine_in_flight,
+    request_seconds,
+    requests_total,
+    ttft_seconds,
 )
 from strata_runtime.shutdown import InFlight
 from strata_runtime.tracing import extract_context, inject_headers, passthrough_headers, start_span, tracing_active
@@ -97,14 +99,13 @@ class Proxy:
         self._fleet = fleet
         self._routing = routing
         self._upstream = upstream
-        self._publish = publish_outcome
         self._inflight = inflight
         self._budget = RetryBudget(settings.retry_budget_percent, settings.retry_min_concurrency)
-        self._finishing: set[asyncio.Task[None]] = set()
+        self._accounting = Accounting(ports.usage_sink, publish_outcome)
 
     async def close(self) -> None:
-        """At shutdown, after draining: waits for pending accounting."""
-        await asyncio.gather(*self._finishing, return_exceptions=True)
+        """At shutdown, after draining: sends the queued usage records and outcomes."""
+        await self._accounting.close()
 
     async def generate(self, request: Request, request_id: str, endpoint: Endpoint) -> Reply:
         """Serve one chat or completions request (errors are raised as GatewayError)."""
@@ -147,7 +148,7 @@ class Proxy:
                 exchange.end()
                 span.set_attribute("http.response.status_code", exchange.status)
                 if admission is not None:
-                    self._spawn_finish(exchange, admission)
+                    self._account(exchange, admission)
                 self._observe(exchange)
 
     async def _serve(self, request: Request, exchange: Exchange) -> Reply:
@@ -204,7 +205,7 @@ class Proxy:
         parsed = exchange.request
         headers = _response_headers(exchange, route)
         self._fleet.acquire(route.engine_id)
-        ENGINE_IN_FLIGHT.labels(route.engine_id).inc()
+        engine_in_flight(route.engine_id).inc()
         try:
             with start_span(TRACER, "gateway.upstream", kind=SpanKind.CLIENT) as span:
                 span.set_attribute("strata.engine", route.engine_id)
@@ -230,7 +231,7 @@ class Proxy:
                 return relay_body(exchange, upstream.status, body, upstream.content_type, headers)
         finally:
             self._fleet.release(route.engine_id)
-            ENGINE_IN_FLIGHT.labels(route.engine_id).dec()
+            engine_in_flight(route.engine_id).dec()
 
     def _on_failure(self, failure: UpstreamFailure) -> None:
         UPSTREAM_ERRORS.labels(failure.engine_id, failure.kind).inc()
@@ -244,42 +245,21 @@ class Proxy:
             and self._budget.try_acquire(self._inflight.count)
         )
 
-    def _spawn_finish(self, exchange: Exchange, admission: Admission) -> None:
-        """Account for the request in a task of its own, so the client's response is not held up.
-
-        The task counts as in-flight work from now on (shutdown drains it too).
-        """
-        hold = ExitStack()
-        hold.enter_context(self._inflight.track())
-        task = asyncio.create_task(self._finish(exchange, admission, hold), name=f"usage-{exchange.request_id}")
-        self._finishing.add(task)
-        task.add_done_callback(self._finishing.discard)
-
-    async def _finish(self, exchange: Exchange, admission: Admission, hold: ExitStack) -> None:
-        """Settle and release the admission, record usage once, publish the outcome."""
-        with hold:
-            try:
-                admission.settle(exchange.usage.prompt_tokens, exchange.usage.completion_tokens)
-            finally:
-                admission.release()
-            try:
-                await self._ports.usage_sink.record(exchange.usage_record())
-            except Exception:  # noqa: BLE001 - the sink must not raise; if it does, say so and go on
-                _log.exception("usage sink failed", extra={"request_id": exchange.request_id})
-            outcome = exchange.route_outcome()
-            if outcome is not None:
-                try:
-                    await self._publish(outcome)
-                except Exception as exc:  # noqa: BLE001 - fire and forget: the router can do without one outcome
-                    _log.debug("route outcome not published: %r", exc)
+    def _account(self, exchange: Exchange, admission: Admission) -> None:
+        """Settle and release the admission now; queue the usage record and outcome (sent in batches)."""
+        try:
+            admission.settle(exchange.usage.prompt_tokens, exchange.usage.completion_tokens)
+        finally:
+            admission.release()
+            self._accounting.submit(exchange)
 
     def _observe(self, exchange: Exchange) -> None:
         strategy = exchange.strategy_label
-        REQUESTS.labels(exchange.endpoint, str(exchange.status), strategy).inc()
+        requests_total(exchange.endpoint, exchange.status, strategy).inc()
         if exchange.engine_id is not None:
-            LATENCY.labels(exchange.endpoint, strategy).observe(exchange.elapsed())
+            request_seconds(exchange.endpoint, strategy).observe(exchange.elapsed())
             if exchange.first_byte_s is not None:
-                TTFT.labels(exchange.endpoint, strategy).observe(exchange.first_byte_s)
+                ttft_seconds(exchange.endpoint, strategy).observe(exchange.first_byte_s)
 
 
 def _response_headers(exchange: Exchange, route: Route) -> dict[str, str]:

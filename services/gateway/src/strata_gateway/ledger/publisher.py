@@ -21,8 +21,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
+from nats.js.api import PubAck
 from nats.js.errors import NoStreamResponseError
 from prometheus_client import Counter, Gauge
 from pydantic import ValidationError
@@ -108,20 +110,36 @@ class JetStreamUsageSink:
 
     async def record(self, usage: UsageRecord) -> None:
         """Publish `usage` (dedup id = its request id), or spool it. Never raises."""
-        try:
-            subject = subjects.usage(usage.tenant_id)
-        except subjects.InvalidToken as exc:
-            RECORDS.labels("invalid").inc()
-            _log.error("usage record %s not publishable: %s", usage.request_id, exc)
-            return
-        if self._broker.connected:
+        await self.record_many((usage,))
+
+    async def record_many(self, usages: Sequence[UsageRecord]) -> None:
+        """Publish each of `usages` with its acks awaited together; spool those not acked. Never raises."""
+        sent: list[tuple[UsageRecord, asyncio.Future[PubAck] | None]] = []
+        for usage in usages:
             try:
-                ack = await self._pipeline.publish(subject, encode(usage), _headers(usage))
-                RECORDS.labels("duplicate" if ack.duplicate else "published").inc()
-                return
-            except Exception as exc:  # noqa: BLE001 - any failure means "spool it"
-                _log.debug("usage publish failed, spooling %s: %r", usage.request_id, exc)
-        await self._spool_record(usage)
+                subject = subjects.usage(usage.tenant_id)
+            except subjects.InvalidToken as exc:
+                RECORDS.labels("invalid").inc()
+                _log.error("usage record %s not publishable: %s", usage.request_id, exc)
+                continue
+            ack: asyncio.Future[PubAck] | None = None
+            if self._broker.connected:
+                try:
+                    ack = await self._pipeline.send(subject, encode(usage), _headers(usage))
+                except Exception as exc:  # noqa: BLE001 - any failure means "spool it"
+                    _log.debug("usage publish failed, spooling %s: %r", usage.request_id, exc)
+            sent.append((usage, ack))
+        unacked = []
+        for usage, ack in sent:
+            if ack is not None:
+                try:
+                    RECORDS.labels("duplicate" if (await ack).duplicate else "published").inc()
+                    continue
+                except Exception as exc:  # noqa: BLE001 - any failure means "spool it"
+                    _log.debug("usage publish failed, spooling %s: %r", usage.request_id, exc)
+            unacked.append(usage)
+        if unacked:
+            await self._spool_records(unacked)
 
     async def replay_now(self) -> int:
         """Replay every spooled record now (if NATS is connected); returns how many were acked.
@@ -165,18 +183,24 @@ class JetStreamUsageSink:
         subject = subjects.usage(usage.tenant_id)
         await self._pipeline.publish(subject, encode(usage), _headers(usage), max(self._timeout, 5.0))
 
-    async def _spool_record(self, usage: UsageRecord) -> None:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append((usage.model_dump_json().encode(), future))
+    async def _spool_records(self, usages: Sequence[UsageRecord]) -> None:
+        """Spool `usages` in the writer's next group commit; counts each as spooled or lost."""
+        loop = asyncio.get_running_loop()
+        futures = []
+        for usage in usages:
+            future: asyncio.Future[None] = loop.create_future()
+            self._queue.append((usage.model_dump_json().encode(), future))
+            futures.append(future)
         if self._writer is None:
             self._writer = asyncio.create_task(self._write_spool(), name="usage-spool-writer")
-        try:
-            await asyncio.shield(future)
-        except OSError as exc:
-            RECORDS.labels("lost").inc()
-            _log.error("usage record %s LOST: spool write failed: %r", usage.request_id, exc)
-            return
-        RECORDS.labels("spooled").inc()
+        for usage, future in zip(usages, futures, strict=True):
+            try:
+                await asyncio.shield(future)
+            except OSError as exc:
+                RECORDS.labels("lost").inc()
+                _log.error("usage record %s LOST: spool write failed: %r", usage.request_id, exc)
+                continue
+            RECORDS.labels("spooled").inc()
 
     async def _write_spool(self) -> None:
         """Group commit: everything queued while one fsync runs goes into the next one."""

@@ -1,0 +1,100 @@
+"""Accounting: usage records and outcomes of finished requests go out in batches, none lost."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from strata_contracts.messages import RouteOutcome, UsageRecord, decode, encode
+from strata_gateway.domain.exchange import Exchange
+from strata_gateway.domain.ports import Principal
+from strata_gateway.domain.requests import Endpoint, parse_request
+from strata_gateway.handlers.accounting import Accounting
+
+BODY = b'{"model": "m", "messages": [{"role": "user", "content": "hi"}]}'
+
+
+class Sink:
+    def __init__(self, fail: bool = False) -> None:
+        self.batches: list[list[str]] = []
+        self.fail = fail
+
+    async def record_many(self, usages: Sequence[UsageRecord]) -> None:
+        self.batches.append([u.request_id for u in usages])
+        if self.fail:
+            raise RuntimeError("sink broke")
+
+
+def finished(request_id: str, engine_id: str | None = "e0") -> Exchange:
+    exchange = Exchange(request_id=request_id, endpoint=Endpoint.CHAT)
+    exchange.principal = Principal(tenant_id="t", key_id="k")
+    exchange.request = parse_request(Endpoint.CHAT, BODY)
+    exchange.engine_id = engine_id
+    exchange.end()
+    return exchange
+
+
+async def test_requests_finishing_together_share_one_batch_and_each_outcome_is_published() -> None:
+    sink, outcomes = Sink(), list[RouteOutcome]()
+
+    async def publish(outcome: RouteOutcome) -> None:
+        outcomes.append(outcome)
+
+    accounting = Accounting(sink, publish, linger_s=0.05)
+    for i in range(10):
+        accounting.submit(finished(f"r{i}", engine_id=None if i == 3 else "e0"))
+    assert accounting.pending == 10
+    await asyncio.sleep(0.2)
+    assert sink.batches == [[f"r{i}" for i in range(10)]]
+    assert sorted(o.request_id for o in outcomes) == sorted(f"r{i}" for i in range(10) if i != 3)  # r3: no engine
+    accounting.submit(finished("late"))
+    await asyncio.sleep(0.2)
+    assert sink.batches[1] == ["late"]
+    await accounting.close()
+
+
+async def test_close_sends_what_is_queued_without_waiting_for_the_linger() -> None:
+    sink = Sink()
+
+    async def publish(_: RouteOutcome) -> None:
+        return None
+
+    accounting = Accounting(sink, publish, linger_s=3600)
+    accounting.submit(finished("a"))
+    accounting.submit(finished("b"))
+    await asyncio.wait_for(accounting.close(), 5)
+    assert sink.batches == [["a", "b"]]
+    assert accounting.pending == 0
+
+
+async def test_a_broken_record_or_sink_costs_nothing_but_itself() -> None:
+    sink, outcomes = Sink(fail=True), list[str]()
+
+    async def publish(outcome: RouteOutcome) -> None:
+        if outcome.request_id == "x":
+            raise ConnectionError("nats gone")
+        outcomes.append(outcome.request_id)
+
+    accounting = Accounting(sink, publish, linger_s=0.01)
+    broken = finished("broken")
+    broken.request = None  # a bug: no usage record can be built for it
+    for exchange in (finished("x"), broken, finished("y")):
+        accounting.submit(exchange)
+    await asyncio.wait_for(accounting.close(), 5)
+    assert sink.batches == [["x", "y"]]  # the sink raised, yet outcomes still went out
+    assert outcomes == ["broken", "y"]  # x: its publish failed, and nothing else did
+
+
+def test_records_built_without_validation_are_valid_contract_messages() -> None:
+    ok = finished("ok")
+    ok.strategy, ok.first_byte_s = "random", 0.01
+    failed = finished("failed", engine_id=None)
+    failed.fail(TimeoutError())
+    for exchange in (ok, failed):
+        record = exchange.usage_record()
+        assert UsageRecord.model_validate(record.model_dump()) == record
+        assert decode(UsageRecord, encode(record)) == record
+    outcome = ok.route_outcome()
+    assert outcome is not None
+    assert RouteOutcome.model_validate(outcome.model_dump()) == outcome
+    assert decode(RouteOutcome, encode(outcome)) == outcome
