@@ -37,6 +37,7 @@ from strata_gateway.handlers.openai import openai_routes
 from strata_gateway.handlers.proxy import Ports, Proxy
 from strata_gateway.handlers.routing import Routing
 from strata_gateway.settings import GatewaySettings
+from strata_gateway.telemetry import IN_FLIGHT
 from strata_runtime import Broker, Service
 from strata_runtime.plane import ensure_event_plane
 from strata_runtime.service import Hook
@@ -82,6 +83,7 @@ class Gateway:
         self.fleet = Fleet(settings.registry_stale_s, settings.load_stale_s)
         self.broker: Broker | None = None
         self._service = service
+        IN_FLIGHT.set_function(lambda: service.inflight.count)  # read at scrape time, free per request
         self._given_ports = ports
         self._ports: Ports | None = None
         self._closers: list[Hook] = []

@@ -43,7 +43,6 @@ from strata_gateway.handlers.relay import ClientGone, relay_body, relay_stream
 from strata_gateway.handlers.routing import Route, Routing
 from strata_gateway.settings import GatewaySettings
 from strata_gateway.telemetry import (
-    IN_FLIGHT,
     RETRIES,
     TRACER,
     UPSTREAM_ERRORS,
@@ -115,7 +114,6 @@ class Proxy:
         parent = extract_context(request.headers) if traced else None
         with (
             self._inflight.track(),
-            IN_FLIGHT.track_inprogress(),
             start_span(TRACER, f"POST {endpoint}", context=parent, kind=SpanKind.SERVER) as span,
         ):
             span.set_attribute("strata.request_id", exchange.request_id)
