@@ -22,6 +22,7 @@ __all__ = [
     "engine_in_flight",
     "request_seconds",
     "requests_total",
+    "route_fallbacks",
     "ttft_seconds",
 ]
 
@@ -92,6 +93,12 @@ def request_seconds(endpoint: str, strategy: str) -> Histogram:
 def ttft_seconds(endpoint: str, strategy: str) -> Histogram:
     """TTFT for these labels."""
     return TTFT.labels(endpoint, strategy)
+
+
+@cache
+def route_fallbacks(reason: str) -> Counter:
+    """ROUTE_FALLBACKS for this reason."""
+    return ROUTE_FALLBACKS.labels(reason)
 
 
 @cache

@@ -25,7 +25,7 @@ from strata_gateway.domain.errors import no_engine
 from strata_gateway.domain.fleet import EngineView, Fleet
 from strata_gateway.domain.picking import Picker, local_picker
 from strata_gateway.domain.requests import ParsedRequest
-from strata_gateway.telemetry import ROUTE_FALLBACKS, ROUTE_SECONDS, TRACER
+from strata_gateway.telemetry import ROUTE_SECONDS, TRACER, route_fallbacks
 from strata_runtime.tracing import start_span
 
 __all__ = ["Route", "Routing"]
@@ -122,7 +122,7 @@ class Routing:
             reason = reason or "unknown"
             picker = local_picker(strategy, self._pickers)
             chosen = picker.pick(candidates)
-            ROUTE_FALLBACKS.labels(reason).inc()
+            route_fallbacks(reason).inc()
             _FALLBACK_SECONDS.observe(time.perf_counter() - started)
             self._log_fallback(reason, strategy, picker.name)
             span.set_attribute("strata.engine", chosen.engine_id)
