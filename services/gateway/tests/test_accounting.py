@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from strata_contracts.messages import RouteOutcome, UsageRecord, decode, encode
+from strata_gateway.domain.errors import gateway_timeout
 from strata_gateway.domain.exchange import Exchange
-from strata_gateway.domain.ports import Principal
+from strata_gateway.domain.ports import Principal, UsageEntry
 from strata_gateway.domain.requests import Endpoint, parse_request
 from strata_gateway.handlers.accounting import Accounting
 
@@ -19,8 +20,8 @@ class Sink:
         self.batches: list[list[str]] = []
         self.fail = fail
 
-    async def record_many(self, usages: Sequence[UsageRecord]) -> None:
-        self.batches.append([u.request_id for u in usages])
+    async def record_many(self, entries: Sequence[UsageEntry]) -> None:
+        self.batches.append([decode(UsageRecord, e.payload).request_id for e in entries])
         if self.fail:
             raise RuntimeError("sink broke")
 
@@ -37,8 +38,8 @@ def finished(request_id: str, engine_id: str | None = "e0") -> Exchange:
 async def test_requests_finishing_together_share_one_batch_and_each_outcome_is_published() -> None:
     sink, outcomes = Sink(), list[RouteOutcome]()
 
-    async def publish(outcome: RouteOutcome) -> None:
-        outcomes.append(outcome)
+    async def publish(outcome: bytes, _trace: Mapping[str, str]) -> None:
+        outcomes.append(decode(RouteOutcome, outcome))
 
     accounting = Accounting(sink, publish, linger_s=0.05)
     for i in range(10):
@@ -56,7 +57,7 @@ async def test_requests_finishing_together_share_one_batch_and_each_outcome_is_p
 async def test_close_sends_what_is_queued_without_waiting_for_the_linger() -> None:
     sink = Sink()
 
-    async def publish(_: RouteOutcome) -> None:
+    async def publish(_outcome: bytes, _trace: Mapping[str, str]) -> None:
         return None
 
     accounting = Accounting(sink, publish, linger_s=3600)
@@ -70,10 +71,11 @@ async def test_close_sends_what_is_queued_without_waiting_for_the_linger() -> No
 async def test_a_broken_record_or_sink_costs_nothing_but_itself() -> None:
     sink, outcomes = Sink(fail=True), list[str]()
 
-    async def publish(outcome: RouteOutcome) -> None:
-        if outcome.request_id == "x":
+    async def publish(outcome: bytes, _trace: Mapping[str, str]) -> None:
+        request_id = decode(RouteOutcome, outcome).request_id
+        if request_id == "x":
             raise ConnectionError("nats gone")
-        outcomes.append(outcome.request_id)
+        outcomes.append(request_id)
 
     accounting = Accounting(sink, publish, linger_s=0.01)
     broken = finished("broken")
@@ -85,16 +87,21 @@ async def test_a_broken_record_or_sink_costs_nothing_but_itself() -> None:
     assert outcomes == ["broken", "y"]  # x: its publish failed, and nothing else did
 
 
-def test_records_built_without_validation_are_valid_contract_messages() -> None:
+def test_wire_forms_are_exactly_what_the_contracts_encode() -> None:
     ok = finished("ok")
-    ok.strategy, ok.first_byte_s = "random", 0.01
+    ok.strategy, ok.first_byte_s, ok.trace_headers = "random", 0.01, {"traceparent": "00-ab-cd-01"}
     failed = finished("failed", engine_id=None)
-    failed.fail(TimeoutError())
+    failed.fail(gateway_timeout("engine too slow"))
     for exchange in (ok, failed):
-        record = exchange.usage_record()
-        assert UsageRecord.model_validate(record.model_dump()) == record
-        assert decode(UsageRecord, encode(record)) == record
-    outcome = ok.route_outcome()
-    assert outcome is not None
-    assert RouteOutcome.model_validate(outcome.model_dump()) == outcome
-    assert decode(RouteOutcome, encode(outcome)) == outcome
+        entry = exchange.usage_entry()
+        record = decode(UsageRecord, entry.payload)  # validates
+        assert encode(record) == entry.payload  # same fields, order and omissions as the contract's encoder
+        assert (entry.request_id, entry.tenant_id) == (record.request_id, record.tenant_id)
+    assert ok.usage_entry().trace == {"traceparent": "00-ab-cd-01"}
+    assert decode(UsageRecord, failed.usage_entry().payload).status == 504
+    payload = ok.outcome_payload()
+    assert payload is not None
+    outcome = decode(RouteOutcome, payload)
+    assert encode(outcome) == payload
+    assert (outcome.engine_id, outcome.strategy, outcome.decision_id) == ("e0", "random", None)
+    assert failed.outcome_payload() is None

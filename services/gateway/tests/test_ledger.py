@@ -25,6 +25,7 @@ import pytest_asyncio
 
 from strata_contracts.messages import UsageRecord
 from strata_gateway.adapters.migrate import migrate
+from strata_gateway.domain.ports import UsageEntry
 from strata_gateway.ledger.app import APP_NAME
 from strata_gateway.ledger.consumer import LedgerConsumer
 from strata_gateway.ledger.publisher import JetStreamUsageSink
@@ -90,7 +91,7 @@ async def test_each_request_is_one_row_however_often_it_is_published(
     await sink.start()
     try:
         records = [usage(f"{tenant}-{i}", tenant) for i in range(30)]
-        await sink.record_many(records[:20])  # one batch, acks awaited together
+        await sink.record_many([UsageEntry.of(r) for r in records[:20]])  # one batch, acks awaited together
         await asyncio.gather(*(sink.record(r) for r in records[20:]))
         await asyncio.gather(*(sink.record(r) for r in records[:10]))  # a gateway retrying the same requests
         await broker.publish_js(f"strata.usage.v1.{tenant}", usage(f"{tenant}-0", tenant, tokens=999))  # no msg id
@@ -122,7 +123,7 @@ async def test_records_spooled_while_nats_is_down_survive_a_restart_and_replay(
     await poll_until(lambda: _value(not broker.connected), what="the gateway notices NATS is gone")
     records = [usage(f"{tenant}-{i}", tenant) for i in range(25)]
     async with asyncio.timeout(5):  # record() never waits on the dead connection
-        await sink.record_many(records[:15])
+        await sink.record_many([UsageEntry.of(r) for r in records[:15]])
         await asyncio.gather(*(sink.record(r) for r in records[15:]))
     assert sink.spooled == 25
     await sink.close()  # the gateway process ends with its records on disk

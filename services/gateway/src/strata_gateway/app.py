@@ -19,10 +19,10 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Mapping
 from pathlib import Path
 
 from strata_contracts import subjects
-from strata_contracts.messages import RouteOutcome
 from strata_gateway.adapters.http_server import Http1Server
 from strata_gateway.adapters.registry import RegistryWatcher
 from strata_gateway.adapters.router_client import RouterClient
@@ -155,9 +155,10 @@ class Gateway:
         if self.broker is not None:
             await self.broker.close()
 
-    async def _publish_outcome(self, outcome: RouteOutcome) -> None:
+    async def _publish_outcome(self, outcome: bytes, trace: Mapping[str, str]) -> None:
+        """Publish one encoded RouteOutcome (core NATS) with its request's trace context."""
         if self.broker is not None and self.broker.connected:
-            await self.broker.publish(subjects.ROUTE_OUTCOME, outcome)
+            await self.broker.client.publish(subjects.ROUTE_OUTCOME, outcome, headers=dict(trace) if trace else None)
 
     async def _open_ports(self, broker: Broker, instance: str) -> Ports:
         """The configured ports (their modules are imported only when used).

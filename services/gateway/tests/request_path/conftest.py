@@ -27,11 +27,20 @@ import pytest_asyncio
 from aiohttp import web
 
 from strata_contracts import subjects
-from strata_contracts.messages import EngineRegistration, HashScheme, RouteDecision, RoutePick, UsageRecord, encode
+from strata_contracts.messages import (
+    EngineRegistration,
+    HashScheme,
+    RouteDecision,
+    RoutePick,
+    UsageRecord,
+    decode,
+    encode,
+)
 from strata_enginesim.app import run_single_engine
 from strata_enginesim.domain.latency import load_profile
 from strata_gateway.app import build_app
 from strata_gateway.domain.local import NoLimits, OpenAuthenticator
+from strata_gateway.domain.ports import UsageEntry
 from strata_gateway.handlers.proxy import Ports
 from strata_gateway.settings import GatewaySettings
 from strata_runtime import Broker, GracefulShutdown, run_service
@@ -44,8 +53,8 @@ class RecordingSink:
     def __init__(self) -> None:
         self.records: list[UsageRecord] = []
 
-    async def record_many(self, usages: Sequence[UsageRecord]) -> None:
-        self.records.extend(usages)
+    async def record_many(self, entries: Sequence[UsageEntry]) -> None:
+        self.records.extend(decode(UsageRecord, entry.payload) for entry in entries)  # the wire form must validate
 
     def of(self, request_id: str) -> list[UsageRecord]:
         return [r for r in self.records if r.request_id == request_id]

@@ -12,9 +12,10 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
-from strata_contracts.messages import RouteOutcome, UsageRecord
+import orjson
+
 from strata_gateway.domain.errors import CLIENT_CLOSED
-from strata_gateway.domain.ports import GatewayError, Principal
+from strata_gateway.domain.ports import GatewayError, Principal, UsageEntry
 from strata_gateway.domain.requests import ParsedRequest
 from strata_gateway.domain.sse import Usage
 
@@ -39,8 +40,9 @@ class Exchange:
         usage: token counts reported by the engine.
         first_byte_s: seconds from arrival to the first relayed byte.
         retries: attempts after the first.
-        trace_headers: the client's W3C trace-context headers, passed on as they came when
-            this gateway records no spans (empty when it does, or when the client sent none).
+        trace_headers: the request's W3C trace context for what is sent about it (usage
+            record, outcome): the server span's when spans are recorded, else the client's
+            headers as they came (empty when it sent none).
     """
 
     request_id: str
@@ -89,42 +91,49 @@ class Exchange:
         """Strategy for metrics: the one that routed, else the requested one, else 'none'."""
         return self.route_strategy or self.strategy or "none"
 
-    def usage_record(self) -> UsageRecord:
-        """The request's UsageRecord (requires the principal and the parsed body)."""
+    def usage_entry(self) -> UsageEntry:
+        """The request's usage record in wire form (requires the principal and the parsed body).
+
+        Built straight to JSON in UsageRecord's field order, None fields left out: the bytes
+        `encode(UsageRecord(...))` would give, without a model per request.
+        """
         assert self.principal is not None
         assert self.request is not None
-        return UsageRecord.model_construct(  # built from checked values: validation would only cost time
-            request_id=self.request_id,
-            tenant_id=self.principal.tenant_id,
-            api_key_id=self.principal.key_id,
-            model=self.request.model,
-            engine_id=self.engine_id,
-            strategy=self.route_strategy or self.strategy,
-            endpoint=self.endpoint,
-            stream=self.request.stream,
-            status=self.status,
-            prompt_tokens=self.usage.prompt_tokens,
-            completion_tokens=self.usage.completion_tokens,
-            cached_tokens=self.usage.cached_tokens,
-            ttft_ms=None if self.first_byte_s is None else self.first_byte_s * 1000,
-            latency_ms=self.elapsed() * 1000,
-            started_at=self.started_at,
-            error=self.error,
-        )
+        fields = {
+            "request_id": self.request_id,
+            "tenant_id": self.principal.tenant_id,
+            "api_key_id": self.principal.key_id,
+            "model": self.request.model,
+            "engine_id": self.engine_id,
+            "strategy": self.route_strategy or self.strategy,
+            "endpoint": str(self.endpoint),
+            "stream": self.request.stream,
+            "status": self.status,
+            "prompt_tokens": self.usage.prompt_tokens,
+            "completion_tokens": self.usage.completion_tokens,
+            "cached_tokens": self.usage.cached_tokens,
+            "ttft_ms": None if self.first_byte_s is None else self.first_byte_s * 1000,
+            "latency_ms": self.elapsed() * 1000,
+            "started_at": self.started_at,
+            "error": self.error,
+        }
+        payload = orjson.dumps({k: v for k, v in fields.items() if v is not None})
+        return UsageEntry(self.request_id, self.principal.tenant_id, payload, self.trace_headers)
 
-    def route_outcome(self) -> RouteOutcome | None:
-        """The RouteOutcome for the router, or None when no engine was chosen."""
+    def outcome_payload(self) -> bytes | None:
+        """The RouteOutcome in wire form (as `encode` writes it), or None when no engine was chosen."""
         if self.engine_id is None:
             return None
-        return RouteOutcome.model_construct(
-            decision_id=self.decision_id,
-            request_id=self.request_id,
-            engine_id=self.engine_id,
-            strategy=self.route_strategy or self.strategy or "none",
-            status=self.status,
-            ttft_ms=None if self.first_byte_s is None else self.first_byte_s * 1000,
-            latency_ms=self.elapsed() * 1000,
-            prompt_tokens=self.usage.prompt_tokens,
-            completion_tokens=self.usage.completion_tokens,
-            cached_tokens=self.usage.cached_tokens,
-        )
+        fields = {
+            "decision_id": self.decision_id,
+            "request_id": self.request_id,
+            "engine_id": self.engine_id,
+            "strategy": self.route_strategy or self.strategy or "none",
+            "status": self.status,
+            "ttft_ms": None if self.first_byte_s is None else self.first_byte_s * 1000,
+            "latency_ms": self.elapsed() * 1000,
+            "prompt_tokens": self.usage.prompt_tokens,
+            "completion_tokens": self.usage.completion_tokens,
+            "cached_tokens": self.usage.cached_tokens,
+        }
+        return orjson.dumps({k: v for k, v in fields.items() if v is not None})

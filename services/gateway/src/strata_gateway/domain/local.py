@@ -12,8 +12,7 @@ import logging
 from collections.abc import Sequence
 from typing import Final
 
-from strata_contracts.messages import UsageRecord
-from strata_gateway.domain.ports import Admission, Principal
+from strata_gateway.domain.ports import Admission, Principal, UsageEntry
 
 __all__ = ["DEFAULT_TENANT", "LoggingUsageSink", "NoLimits", "OpenAuthenticator"]
 
@@ -62,7 +61,7 @@ class NoLimits:
 class LoggingUsageSink:
     """Logs usage records at DEBUG level; persists nothing (tests and benchmarks only)."""
 
-    async def record_many(self, usages: Sequence[UsageRecord]) -> None:
-        """Log each of `usages`."""
-        for usage in usages:
-            _log.debug("usage", extra={"usage": usage.model_dump(mode="json")})
+    async def record_many(self, entries: Sequence[UsageEntry]) -> None:
+        """Log each entry."""
+        for entry in entries:
+            _log.debug("usage", extra={"usage": entry.payload.decode()})

@@ -10,11 +10,11 @@ NATS implementations (adapters/, ledger/) or the local-dev ones (auth off, no li
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from strata_contracts.messages import UsageRecord
+from strata_contracts.messages import UsageRecord, encode
 
 __all__ = [
     "Admission",
@@ -104,9 +104,31 @@ class Limiter(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class UsageEntry:
+    """One request's usage record on its way to the ledger, already in wire form.
+
+    Attributes:
+        request_id: the record's request id (its JetStream dedup id).
+        tenant_id: the tenant (the subject's last token).
+        payload: the UsageRecord as JSON, exactly as `strata_contracts.messages.encode` writes it.
+        trace: W3C trace-context headers of the request ({} when there are none).
+    """
+
+    request_id: str
+    tenant_id: str
+    payload: bytes
+    trace: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, usage: UsageRecord, trace: Mapping[str, str] | None = None) -> UsageEntry:
+        """The entry of a UsageRecord model."""
+        return cls(usage.request_id, usage.tenant_id, encode(usage), trace or {})
+
+
 class UsageSink(Protocol):
     """Where the one usage record per request goes (JetStream with an on-disk spool)."""
 
-    async def record_many(self, usages: Sequence[UsageRecord]) -> None:
-        """Record each of `usages`; must not raise and must not lose one (spool when NATS is unreachable)."""
+    async def record_many(self, entries: Sequence[UsageEntry]) -> None:
+        """Record each entry; must not raise and must not lose one (spool when NATS is unreachable)."""
         ...

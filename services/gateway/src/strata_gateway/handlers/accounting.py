@@ -3,9 +3,12 @@
     request over ─▶ admission settled + released (at once: the limits see it now)
                 ─▶ Accounting.submit(exchange) ─▶ queue
     flusher: first exchange queued ─▶ linger `linger_s` ─▶ take the whole queue ─▶ one batch task:
-             UsageSink.record_many(records)   one JetStream publish each, acks awaited together,
+             UsageSink.record_many(entries)   one JetStream publish each, acks awaited together,
                                               the unacked spooled
              RouteOutcome per exchange that reached an engine (core NATS, fire and forget)
+
+Both go out in wire form built straight from the exchange (no model per request), each
+with the trace context of its own request.
 
 Batching lets one socket write to NATS carry many records and replaces a task per request
 with one per batch; a record waits at most `linger_s` plus one ack round trip, which no
@@ -17,16 +20,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
-from strata_contracts.messages import RouteOutcome
 from strata_gateway.domain.exchange import Exchange
 from strata_gateway.domain.ports import UsageSink
 
-__all__ = ["Accounting"]
+__all__ = ["Accounting", "PublishOutcome"]
 
 _log = logging.getLogger(__name__)
-PublishOutcome = Callable[[RouteOutcome], Awaitable[None]]
+PublishOutcome = Callable[[bytes, Mapping[str, str]], Awaitable[None]]
+"""Publishes one RouteOutcome (JSON) with its request's trace-context headers."""
 
 
 class Accounting:
@@ -34,7 +37,7 @@ class Accounting:
 
     Args:
         sink: where usage records go.
-        publish_outcome: publishes one RouteOutcome (errors are logged and dropped).
+        publish_outcome: publishes one encoded RouteOutcome (errors are logged and dropped).
         linger_s: how long the first queued exchange waits for others to join its batch.
     """
 
@@ -74,21 +77,21 @@ class Accounting:
             task.add_done_callback(self._batches.discard)
 
     async def _send(self, batch: list[Exchange]) -> None:
-        records = []
+        entries = []
         for exchange in batch:
             try:
-                records.append(exchange.usage_record())
+                entries.append(exchange.usage_entry())
             except Exception:  # noqa: BLE001 - a bug in one record must not cost the others theirs
                 _log.exception("usage record not built", extra={"request_id": exchange.request_id})
         try:
-            await self._sink.record_many(records)
+            await self._sink.record_many(entries)
         except Exception:  # noqa: BLE001 - the sink must not raise; if it does, say so and go on
-            _log.exception("usage sink failed", extra={"requests": [r.request_id for r in records]})
+            _log.exception("usage sink failed", extra={"requests": [e.request_id for e in entries]})
         for exchange in batch:
-            outcome = exchange.route_outcome()
+            outcome = exchange.outcome_payload()
             if outcome is None:
                 continue
             try:
-                await self._publish(outcome)
+                await self._publish(outcome, exchange.trace_headers)
             except Exception as exc:  # noqa: BLE001 - fire and forget: the router can do without one outcome
                 _log.debug("route outcome not published: %r", exc)

@@ -23,12 +23,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from opentelemetry.trace import SpanKind
 
-from strata_contracts.messages import RouteOutcome
 from strata_gateway.adapters.http_messages import Reply, Request
 from strata_gateway.adapters.upstream import UpstreamClient, UpstreamFailure
 from strata_gateway.domain.errors import model_not_allowed, model_not_found, normalize_upstream_error
@@ -38,7 +36,7 @@ from strata_gateway.domain.ports import Admission, Authenticator, GatewayError, 
 from strata_gateway.domain.requests import Endpoint, choose_strategy, parse_request
 from strata_gateway.domain.retry import RetryBudget
 from strata_gateway.handlers import http
-from strata_gateway.handlers.accounting import Accounting
+from strata_gateway.handlers.accounting import Accounting, PublishOutcome
 from strata_gateway.handlers.relay import ClientGone, relay_body, relay_stream
 from strata_gateway.handlers.routing import Route, Routing
 from strata_gateway.settings import GatewaySettings
@@ -57,7 +55,6 @@ from strata_runtime.tracing import extract_context, inject_headers, passthrough_
 __all__ = ["Ports", "Proxy"]
 
 _log = logging.getLogger(__name__)
-PublishOutcome = Callable[[RouteOutcome], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -78,7 +75,7 @@ class Proxy:
         fleet: the engine snapshot (in-flight counts and ejections are kept here).
         routing: chooses each attempt's engine.
         upstream: HTTP client to the engines.
-        publish_outcome: fire-and-forget publisher of RouteOutcome.
+        publish_outcome: fire-and-forget publisher of an encoded RouteOutcome.
         inflight: the service's in-flight counter (drained on shutdown).
     """
 
@@ -117,7 +114,9 @@ class Proxy:
             start_span(TRACER, f"POST {endpoint}", context=parent, kind=SpanKind.SERVER) as span,
         ):
             span.set_attribute("strata.request_id", exchange.request_id)
-            if not traced:  # no span of ours to carry: hand the client's trace context on as it came
+            if traced:  # what is sent about this request (usage, outcome) joins the server span
+                inject_headers(exchange.trace_headers)
+            else:  # no span of ours to carry: hand the client's trace context on as it came
                 passthrough_headers(request.headers, exchange.trace_headers)
             try:
                 principal = await self._ports.authenticator.authenticate(request.headers.get("authorization"))
@@ -208,10 +207,10 @@ class Proxy:
             with start_span(TRACER, "gateway.upstream", kind=SpanKind.CLIENT) as span:
                 span.set_attribute("strata.engine", route.engine_id)
                 outgoing = {"Content-Type": "application/json", "X-Request-Id": exchange.request_id}
-                if exchange.trace_headers:
-                    outgoing.update(exchange.trace_headers)
+                if tracing_active():
+                    inject_headers(outgoing)  # the upstream span's context
                 else:
-                    inject_headers(outgoing)  # this span's context (nothing when tracing is off)
+                    outgoing.update(exchange.trace_headers)
                 upstream = await self._upstream.post(
                     route.engine_id, route.url + parsed.endpoint, parsed.upstream_body, outgoing, deadline
                 )

@@ -31,6 +31,7 @@ from pydantic import ValidationError
 
 from strata_contracts import subjects
 from strata_contracts.messages import UsageRecord, encode
+from strata_gateway.domain.ports import UsageEntry
 from strata_gateway.ledger.spool import UsageSpool
 from strata_runtime import Broker
 from strata_runtime.messaging import JetStreamPipeline
@@ -45,6 +46,8 @@ RECORDS = Counter(
     "Usage records by outcome: published, duplicate, spooled, replayed, invalid, lost.",
     ["outcome"],
 )
+_PUBLISHED = RECORDS.labels("published")
+_DUPLICATE = RECORDS.labels("duplicate")
 SPOOLED = Gauge("strata_gateway_usage_spooled_records", "Usage records waiting in the on-disk spool.")
 
 
@@ -110,34 +113,37 @@ class JetStreamUsageSink:
 
     async def record(self, usage: UsageRecord) -> None:
         """Publish `usage` (dedup id = its request id), or spool it. Never raises."""
-        await self.record_many((usage,))
+        trace = inject_headers() if tracing_active() else {}
+        await self.record_many((UsageEntry.of(usage, trace),))
 
-    async def record_many(self, usages: Sequence[UsageRecord]) -> None:
-        """Publish each of `usages` with its acks awaited together; spool those not acked. Never raises."""
-        sent: list[tuple[UsageRecord, asyncio.Future[PubAck] | None]] = []
-        for usage in usages:
+    async def record_many(self, entries: Sequence[UsageEntry]) -> None:
+        """Publish each entry with the acks awaited together; spool those not acked. Never raises."""
+        sent: list[tuple[UsageEntry, asyncio.Future[PubAck] | None]] = []
+        for entry in entries:
             try:
-                subject = subjects.usage(usage.tenant_id)
+                subject = subjects.usage(entry.tenant_id)
             except subjects.InvalidToken as exc:
                 RECORDS.labels("invalid").inc()
-                _log.error("usage record %s not publishable: %s", usage.request_id, exc)
+                _log.error("usage record %s not publishable: %s", entry.request_id, exc)
                 continue
             ack: asyncio.Future[PubAck] | None = None
             if self._broker.connected:
                 try:
-                    ack = await self._pipeline.send(subject, encode(usage), _headers(usage))
+                    ack = await self._pipeline.send(
+                        subject, entry.payload, {**entry.trace, "Nats-Msg-Id": entry.request_id}
+                    )
                 except Exception as exc:  # noqa: BLE001 - any failure means "spool it"
-                    _log.debug("usage publish failed, spooling %s: %r", usage.request_id, exc)
-            sent.append((usage, ack))
+                    _log.debug("usage publish failed, spooling %s: %r", entry.request_id, exc)
+            sent.append((entry, ack))
         unacked = []
-        for usage, ack in sent:
+        for entry, ack in sent:
             if ack is not None:
                 try:
-                    RECORDS.labels("duplicate" if (await ack).duplicate else "published").inc()
+                    (_DUPLICATE if (await ack).duplicate else _PUBLISHED).inc()
                     continue
                 except Exception as exc:  # noqa: BLE001 - any failure means "spool it"
-                    _log.debug("usage publish failed, spooling %s: %r", usage.request_id, exc)
-            unacked.append(usage)
+                    _log.debug("usage publish failed, spooling %s: %r", entry.request_id, exc)
+            unacked.append(entry)
         if unacked:
             await self._spool_records(unacked)
 
@@ -181,24 +187,25 @@ class JetStreamUsageSink:
 
     async def _publish(self, usage: UsageRecord) -> None:
         subject = subjects.usage(usage.tenant_id)
-        await self._pipeline.publish(subject, encode(usage), _headers(usage), max(self._timeout, 5.0))
+        headers = {"Nats-Msg-Id": usage.request_id}
+        await self._pipeline.publish(subject, encode(usage), headers, max(self._timeout, 5.0))
 
-    async def _spool_records(self, usages: Sequence[UsageRecord]) -> None:
-        """Spool `usages` in the writer's next group commit; counts each as spooled or lost."""
+    async def _spool_records(self, entries: Sequence[UsageEntry]) -> None:
+        """Spool `entries` in the writer's next group commit; counts each as spooled or lost."""
         loop = asyncio.get_running_loop()
         futures = []
-        for usage in usages:
+        for entry in entries:
             future: asyncio.Future[None] = loop.create_future()
-            self._queue.append((usage.model_dump_json().encode(), future))
+            self._queue.append((entry.payload, future))
             futures.append(future)
         if self._writer is None:
             self._writer = asyncio.create_task(self._write_spool(), name="usage-spool-writer")
-        for usage, future in zip(usages, futures, strict=True):
+        for entry, future in zip(entries, futures, strict=True):
             try:
                 await asyncio.shield(future)
             except OSError as exc:
                 RECORDS.labels("lost").inc()
-                _log.error("usage record %s LOST: spool write failed: %r", usage.request_id, exc)
+                _log.error("usage record %s LOST: spool write failed: %r", entry.request_id, exc)
                 continue
             RECORDS.labels("spooled").inc()
 
@@ -237,9 +244,3 @@ class JetStreamUsageSink:
                 failures += 1
                 if failures in (1, 10) or failures % 60 == 0:
                     _log.warning("usage spool replay failed (%d in a row): %r", failures, exc)
-
-
-def _headers(usage: UsageRecord) -> dict[str, str]:
-    """Dedup id = request id, plus the current trace context when spans are recorded."""
-    headers = {"Nats-Msg-Id": usage.request_id}
-    return inject_headers(headers) if tracing_active() else headers
