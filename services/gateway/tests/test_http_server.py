@@ -17,7 +17,6 @@ from typing import Any
 
 import orjson
 import pytest
-import uvloop
 
 from strata_gateway.adapters.http_messages import Request, Response, ResponseStream
 from strata_gateway.adapters.http_server import Http1Server
@@ -31,18 +30,6 @@ Run = Callable[[Scenario], None]
 LIMIT = 4096  # max_body_bytes of the server under test
 CHUNK = 64 * 1024
 FLOOD = 16 * 1024 * 1024  # four times what the kernel buffers for a connection here (tcp_wmem max: 4 MiB)
-
-
-@pytest.fixture(params=["asyncio", "uvloop"])
-def run(request: pytest.FixtureRequest) -> Run:
-    """Runs a scenario on a fresh loop of the kind in the test id (30 s at most)."""
-    factory = uvloop.new_event_loop if request.param == "uvloop" else asyncio.new_event_loop
-
-    def runner(scenario: Scenario) -> None:
-        with asyncio.Runner(loop_factory=factory) as loop_runner:
-            loop_runner.run(asyncio.wait_for(scenario(), 30))
-
-    return runner
 
 
 @dataclass

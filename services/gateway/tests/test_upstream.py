@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-import uvloop
 
 from strata_gateway.adapters import http1
 from strata_gateway.adapters.upstream import (
@@ -30,18 +29,6 @@ from strata_testing import free_port, poll_until
 Scenario = Callable[[], Coroutine[Any, Any, None]]
 Run = Callable[[Scenario], None]
 JSON = b'{"id":"cmpl-1","object":"text_completion","choices":[{"text":"hello"}]}'
-
-
-@pytest.fixture(params=["asyncio", "uvloop"])
-def run(request: pytest.FixtureRequest) -> Run:
-    """Runs a scenario on a fresh loop of the kind in the test id (30 s at most)."""
-    factory = uvloop.new_event_loop if request.param == "uvloop" else asyncio.new_event_loop
-
-    def runner(scenario: Scenario) -> None:
-        with asyncio.Runner(loop_factory=factory) as loop_runner:
-            loop_runner.run(asyncio.wait_for(scenario(), 30))
-
-    return runner
 
 
 @dataclass
