@@ -40,7 +40,7 @@ from strata_enginesim.app import run_single_engine
 from strata_enginesim.domain.latency import load_profile
 from strata_gateway.app import build_app
 from strata_gateway.domain.local import NoLimits, OpenAuthenticator
-from strata_gateway.domain.ports import UsageEntry
+from strata_gateway.domain.ports import Limiter, UsageEntry
 from strata_gateway.handlers.proxy import Ports
 from strata_gateway.settings import GatewaySettings
 from strata_runtime import Broker, GracefulShutdown, run_service
@@ -283,12 +283,13 @@ async def fake_engine(stack: AsyncExitStack) -> Callable[..., Awaitable[FakeEngi
 async def start_gateway(nats_url: str, tmp_path: Any) -> AsyncIterator[Callable[..., Awaitable[Gateway]]]:
     started: list[Gateway] = []
 
-    async def start(*, real_ports: bool = False, **overrides: Any) -> Gateway:
-        """A gateway with auth off and a RecordingSink; `real_ports`: the app's own (pass database_url)."""
+    async def start(*, real_ports: bool = False, limiter: Limiter | None = None, **overrides: Any) -> Gateway:
+        """A gateway with auth off, no limits (or `limiter`) and a RecordingSink; `real_ports`: the app's own."""
         overrides.setdefault("auth_enabled", real_ports)
         settings = GatewaySettings(nats_url=nats_url, port=free_port(), usage_spool_dir=str(tmp_path), **overrides)
         sink = RecordingSink()
-        service = build_app(settings, ports=None if real_ports else Ports(OpenAuthenticator(), NoLimits(), sink))
+        ports = Ports(OpenAuthenticator(), limiter or NoLimits(), sink)
+        service = build_app(settings, ports=None if real_ports else ports)
         shutdown = GracefulShutdown(signals=())
         task = asyncio.create_task(run_service(service, shutdown))
         gateway = Gateway(f"http://127.0.0.1:{settings.port}", sink, shutdown, task)

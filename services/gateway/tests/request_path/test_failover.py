@@ -173,3 +173,44 @@ async def test_shutdown_drains_a_stream_in_progress(
 
 async def _true(value: bool) -> bool:
     return value
+
+
+class _BrokenAdmission:
+    def __init__(self) -> None:
+        self.settled: list[tuple[int, int]] = []
+
+    def settle(self, prompt_tokens: int, completion_tokens: int) -> None:
+        self.settled.append((prompt_tokens, completion_tokens))
+        raise RuntimeError("limiter bug in settle")
+
+    def release(self) -> None:
+        raise RuntimeError("limiter bug in release")
+
+
+class _BrokenLimiter:
+    def __init__(self) -> None:
+        self.admissions: list[_BrokenAdmission] = []
+
+    async def admit(self, principal: Any) -> _BrokenAdmission:
+        del principal
+        self.admissions.append(_BrokenAdmission())
+        return self.admissions[-1]
+
+
+async def test_a_failing_limiter_costs_neither_the_response_nor_the_usage_record(
+    start_gateway: Start, fake_engine: MakeFake, register: Register, model: str
+) -> None:
+    engine = await fake_engine(model)
+    await register(engine.url, model)
+    limiter = _BrokenLimiter()
+    gateway = await start_gateway(limiter=limiter)
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{gateway.v1}/chat/completions", json={"model": model, "messages": PROMPT}) as response,
+    ):
+        assert response.status == 200
+        request_id = response.headers["x-request-id"]
+        assert (await response.json())["choices"][0]["message"]["content"] == "abc"
+    records = await gateway.sink.settled(1)
+    assert [r.request_id for r in records] == [request_id]
+    assert limiter.admissions[0].settled == [(7, 3)]  # settle was still called with the engine's usage

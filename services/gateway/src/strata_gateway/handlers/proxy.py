@@ -243,12 +243,18 @@ class Proxy:
         )
 
     def _account(self, exchange: Exchange, admission: Admission) -> None:
-        """Settle and release the admission now; queue the usage record and outcome (sent in batches)."""
+        """Settle and release the admission now; queue the usage record and outcome (sent in batches).
+
+        A failing limiter is logged: it must cost neither the response nor the usage record.
+        """
         try:
-            admission.settle(exchange.usage.prompt_tokens, exchange.usage.completion_tokens)
-        finally:
-            admission.release()
-            self._accounting.submit(exchange)
+            try:
+                admission.settle(exchange.usage.prompt_tokens, exchange.usage.completion_tokens)
+            finally:
+                admission.release()
+        except Exception:  # noqa: BLE001 - see above
+            _log.exception("settling the admission failed", extra={"request_id": exchange.request_id})
+        self._accounting.submit(exchange)
 
     def _observe(self, exchange: Exchange) -> None:
         strategy = exchange.strategy_label
