@@ -1,17 +1,22 @@
-"""Fixtures of the gateway's socket-level tests (the HTTP server and the upstream pool).
+"""Fixtures shared by the gateway's tests.
 
 * `run(scenario)`: runs an async scenario on a fresh event loop, once on asyncio's and once
   on uvloop's (the gateway process runs on uvloop), with a 30 s ceiling.
+* `pool`: an asyncpg pool on the module's fresh database, the gateway's migrations applied.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
+import asyncpg
 import pytest
+import pytest_asyncio
 import uvloop
+
+from strata_gateway.adapters.migrate import migrate
 
 Scenario = Callable[[], Coroutine[Any, Any, None]]
 Run = Callable[[Scenario], None]
@@ -27,3 +32,13 @@ def run(request: pytest.FixtureRequest) -> Run:
             loop_runner.run(asyncio.wait_for(scenario(), 30))
 
     return runner
+
+
+@pytest_asyncio.fixture
+async def pool(postgres_url: str) -> AsyncIterator[asyncpg.Pool[asyncpg.Record]]:
+    pool = await asyncpg.create_pool(postgres_url, min_size=1, max_size=4)
+    await migrate(pool)
+    try:
+        yield pool
+    finally:
+        await pool.close()

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
-import pytest_asyncio
 
 from strata_gateway.adapters.auth_pg import PgAuthenticator
 from strata_gateway.adapters.keystore_pg import KeyStore
-from strata_gateway.adapters.migrate import migrate
 from strata_gateway.domain.keys import parse_key
 from strata_gateway.domain.limits import ScopedPrincipal
 from strata_gateway.domain.ports import GatewayError, Limits
@@ -26,16 +23,6 @@ class Ticks:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest_asyncio.fixture
-async def pool(postgres_url: str) -> AsyncIterator[asyncpg.Pool[asyncpg.Record]]:
-    pool = await asyncpg.create_pool(postgres_url, min_size=1, max_size=4)
-    await migrate(pool)
-    try:
-        yield pool
-    finally:
-        await pool.close()
 
 
 def tenant_id() -> str:

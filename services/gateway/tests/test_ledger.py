@@ -24,7 +24,6 @@ import pytest
 import pytest_asyncio
 
 from strata_contracts.messages import UsageRecord
-from strata_gateway.adapters.migrate import migrate
 from strata_gateway.domain.ports import UsageEntry
 from strata_gateway.ledger.app import APP_NAME
 from strata_gateway.ledger.consumer import LedgerConsumer
@@ -55,16 +54,6 @@ async def ledger_ids(url: str, tenant: str) -> list[str]:
     finally:
         await conn.close()
     return [row["request_id"] for row in rows]
-
-
-@pytest_asyncio.fixture
-async def pool(postgres_url: str) -> AsyncIterator[asyncpg.Pool[asyncpg.Record]]:
-    pool = await asyncpg.create_pool(postgres_url, min_size=1, max_size=4)
-    await migrate(pool)
-    try:
-        yield pool
-    finally:
-        await pool.close()
 
 
 @pytest_asyncio.fixture

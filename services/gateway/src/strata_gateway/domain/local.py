@@ -2,22 +2,17 @@
 
 * :class:`OpenAuthenticator`: every caller is tenant ``default`` (no key needed).
 * :class:`NoLimits`: admits everything; settle and release do nothing.
-* :class:`LoggingUsageSink`: logs each record. A placeholder for tests and benchmarks
-  only: it persists nothing, so the ledger never sees these records.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Sequence
 from typing import Final
 
-from strata_gateway.domain.ports import Admission, Principal, UsageEntry
+from strata_gateway.domain.ports import Admission, Principal
 
-__all__ = ["DEFAULT_TENANT", "LoggingUsageSink", "NoLimits", "OpenAuthenticator"]
+__all__ = ["DEFAULT_TENANT", "NoLimits", "OpenAuthenticator"]
 
 DEFAULT_TENANT: Final = "default"
-_log = logging.getLogger(__name__)
 
 
 class OpenAuthenticator:
@@ -56,12 +51,3 @@ class NoLimits:
         """Admit `principal` (never raises)."""
         del principal
         return self._ADMISSION
-
-
-class LoggingUsageSink:
-    """Logs usage records at DEBUG level; persists nothing (tests and benchmarks only)."""
-
-    async def record_many(self, entries: Sequence[UsageEntry]) -> None:
-        """Log each entry."""
-        for entry in entries:
-            _log.debug("usage", extra={"usage": entry.payload.decode()})
