@@ -19,18 +19,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 import overhead  # the fake engine, the load loops, the registry heartbeat
-
-from strata_runtime import Broker
-from strata_runtime.plane import ensure_event_plane
-from strata_testing import EmbeddedNats, free_port, poll_until
 
 
 def _pid_with(marker: str) -> int:
@@ -46,47 +40,20 @@ def _pid_with(marker: str) -> int:
 
 
 async def main(args: argparse.Namespace) -> None:
-    work = Path(tempfile.mkdtemp(prefix="strata-gw-cpu-"))
-    with EmbeddedNats(work / "nats") as nats_url:
-        broker = await Broker.connect(nats_url, "bench")
-        await ensure_event_plane(broker)
-        engine_port, gateway_port = free_port(), free_port()
-        engine_url, gateway_url = f"http://127.0.0.1:{engine_port}", f"http://127.0.0.1:{gateway_port}"
-        env = {**os.environ, "STRATA_NATS_URL": nats_url}
-        engine = overhead._spawn([sys.executable, overhead.__file__, "--engine", str(engine_port)], env, work / "e.log")
-        stop = asyncio.Event()
-        beat = asyncio.create_task(overhead._heartbeat(broker, engine_url, stop))
-        gateway_env = {
-            **env,
-            "STRATA_GATEWAY_PORT": str(gateway_port),
-            "STRATA_GATEWAY_AUTH_ENABLED": "false",
-            "STRATA_GATEWAY_LOG_LEVEL": "WARNING",
-            "STRATA_GATEWAY_USAGE_SPOOL_DIR": str(work / "spool"),
-        }
-        gateway = overhead._spawn([sys.executable, "-m", "strata_gateway"], gateway_env, work / "gateway.log")
-        try:
-            await poll_until(lambda: overhead._ready(f"{engine_url}/v1/chat/completions"), timeout=30, what="engine")
-            await poll_until(lambda: overhead._ready(f"{gateway_url}/readyz"), timeout=30, what="gateway")
-            nats_pid = _pid_with(f"{work}/nats")
-            url = f"{gateway_url}/v1/chat/completions"
-            await overhead.closed_loop(url, args.concurrency, 1, args.stream)  # warm up
-            pids = {"gateway": gateway.pid, "engine": engine.pid, "nats": nats_pid}
-            before = {name: overhead.cpu_seconds(pid) or 0.0 for name, pid in pids.items()}
-            client_before = time.process_time()
-            result = await overhead.closed_loop(url, args.concurrency, args.duration, args.stream)
-            used = {name: (overhead.cpu_seconds(pid) or 0.0) - before[name] for name, pid in pids.items()}
-            used["load generator"] = time.process_time() - client_before
-            n = len(result.latencies)
-            kind = "stream" if args.stream else "json"
-            print(f"[{kind}] {n / result.elapsed:,.0f} req/s at concurrency {args.concurrency}, errors {result.errors}")
-            print("  CPU per request: " + ", ".join(f"{name} {s / n * 1e6:,.0f} us" for name, s in used.items()))
-        finally:
-            stop.set()
-            await beat
-            for proc in (gateway, engine):
-                proc.terminate()
-                proc.wait(timeout=30)
-            await broker.close()
+    async with overhead.gateway_stack("strata-gw-cpu-") as stack:
+        url = f"{stack.gateway_url}/v1/chat/completions"
+        await overhead.closed_loop(url, args.concurrency, 1, args.stream)  # warm up
+        pids = {name: proc.pid for name, proc in stack.procs.items()}
+        pids["nats"] = _pid_with(f"{stack.work}/nats")
+        before = {name: overhead.cpu_seconds(pid) or 0.0 for name, pid in pids.items()}
+        client_before = time.process_time()
+        result = await overhead.closed_loop(url, args.concurrency, args.duration, args.stream)
+        used = {name: (overhead.cpu_seconds(pid) or 0.0) - before[name] for name, pid in pids.items()}
+        used["load generator"] = time.process_time() - client_before
+        n = len(result.latencies)
+        kind = "stream" if args.stream else "json"
+        print(f"[{kind}] {n / result.elapsed:,.0f} req/s at concurrency {args.concurrency}, errors {result.errors}")
+        print("  CPU per request: " + ", ".join(f"{name} {s / n * 1e6:,.0f} us" for name, s in used.items()))
 
 
 if __name__ == "__main__":

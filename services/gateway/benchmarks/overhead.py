@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -181,6 +182,16 @@ async def _ready(url: str) -> bool:
         return False
 
 
+async def _listening(port: int) -> bool:
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return False
+    writer.close()
+    await writer.wait_closed()
+    return True
+
+
 async def _heartbeat(broker: Broker, engine_url: str, stop: asyncio.Event) -> None:
     kv = await broker.kv(subjects.ENGINE_REGISTRY_BUCKET)
     while not stop.is_set():
@@ -193,46 +204,81 @@ async def _heartbeat(broker: Broker, engine_url: str, stop: asyncio.Event) -> No
             await asyncio.wait_for(stop.wait(), 5)
 
 
-async def main(args: argparse.Namespace) -> None:
-    work = Path(tempfile.mkdtemp(prefix="strata-gw-bench-"))
-    procs: list[subprocess.Popen[bytes]] = []
+@dataclass
+class Stack:
+    """What :func:`gateway_stack` started: NATS, the constant engine, a gateway in front of it."""
+
+    work: Path
+    env: dict[str, str]
+    engine_port: int
+    gateway_url: str
+    procs: dict[str, subprocess.Popen[bytes]]
+
+    @property
+    def engine_url(self) -> str:
+        return f"http://127.0.0.1:{self.engine_port}"
+
+    def spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Start another process (log `<name>.log`, extra `env`, stopped with the stack)."""
+        self.procs[name] = _spawn(args, {**self.env, **(env or {})}, self.work / f"{name}.log")
+        return self.procs[name]
+
+
+@contextlib.asynccontextmanager
+async def gateway_stack(prefix: str) -> AsyncIterator[Stack]:
+    """Embedded NATS, the engine (registered, heartbeating) and a gateway with auth off, all ready.
+
+    Yields the stack; every process it started is stopped on exit.
+    """
+    work = Path(tempfile.mkdtemp(prefix=prefix))
     with EmbeddedNats(work / "nats") as nats_url:
         broker = await Broker.connect(nats_url, "bench")
         await ensure_event_plane(broker)
-        engine_port, gateway_port = free_port(), free_port()
-        engine_url, gateway_url = f"http://127.0.0.1:{engine_port}", f"http://127.0.0.1:{gateway_port}"
-        env = {**os.environ, "STRATA_NATS_URL": nats_url}
-        procs.append(_spawn([sys.executable, __file__, "--engine", str(engine_port)], env, work / "engine.log"))
+        gateway_port = free_port()
+        stack = Stack(
+            work, {**os.environ, "STRATA_NATS_URL": nats_url}, free_port(), f"http://127.0.0.1:{gateway_port}", {}
+        )
+        stack.spawn("engine", [sys.executable, __file__, "--engine", str(stack.engine_port)])
         stop = asyncio.Event()
-        beat = asyncio.create_task(_heartbeat(broker, engine_url, stop))
+        beat = asyncio.create_task(_heartbeat(broker, stack.engine_url, stop))
         gateway_env = {
-            **env,
             "STRATA_GATEWAY_PORT": str(gateway_port),
             "STRATA_GATEWAY_AUTH_ENABLED": "false",
             "STRATA_GATEWAY_LOG_LEVEL": "WARNING",
             "STRATA_GATEWAY_USAGE_SPOOL_DIR": str(work / "spool"),
         }
-        procs.append(_spawn([sys.executable, "-m", "strata_gateway"], gateway_env, work / "gateway.log"))
-        floor_port = free_port()
-        floor = [sys.executable, str(Path(__file__).with_name("bare_relay.py")), str(floor_port), str(engine_port)]
-        procs.append(_spawn(floor, env, work / "floor.log"))
-        pids = {"gateway": procs[1].pid, FLOOR: procs[2].pid}
+        stack.spawn("gateway", [sys.executable, "-m", "strata_gateway"], gateway_env)
         try:
-            await poll_until(lambda: _ready(f"{engine_url}/v1/chat/completions"), timeout=30, what="engine")
-            await poll_until(lambda: _ready(f"{gateway_url}/readyz"), timeout=30, what="gateway")
-            with contextlib.ExitStack() as peers:
-                targets = {"gateway": f"{gateway_url}/v1/chat/completions"}
-                targets |= _start_peers(args.peers, engine_url, work, peers)
-                targets[FLOOR] = f"http://127.0.0.1:{floor_port}/v1/chat/completions"
-                await report(args, f"{engine_url}/v1/chat/completions", targets, pids)
+            await poll_until(lambda: _ready(f"{stack.engine_url}/v1/chat/completions"), timeout=30, what="engine")
+            await poll_until(lambda: _ready(f"{stack.gateway_url}/readyz"), timeout=30, what="gateway")
+            yield stack
         finally:
             stop.set()
             await beat
-            for proc in procs:
+            for proc in stack.procs.values():
                 proc.terminate()
                 proc.wait(timeout=30)
             await broker.close()
     print(f"logs: {work}")
+
+
+async def main(args: argparse.Namespace) -> None:
+    async with gateway_stack("strata-gw-bench-") as stack:
+        floor_port = free_port()
+        relay = [
+            sys.executable,
+            str(Path(__file__).with_name("bare_relay.py")),
+            str(floor_port),
+            str(stack.engine_port),
+        ]
+        stack.spawn("floor", relay)
+        await poll_until(lambda: _listening(floor_port), timeout=30, what="bare relay")  # it answers POSTs only
+        pids = {"gateway": stack.procs["gateway"].pid, FLOOR: stack.procs["floor"].pid}
+        with contextlib.ExitStack() as peers:
+            targets = {"gateway": f"{stack.gateway_url}/v1/chat/completions"}
+            targets |= _start_peers(args.peers, stack.engine_url, stack.work, peers)
+            targets[FLOOR] = f"http://127.0.0.1:{floor_port}/v1/chat/completions"
+            await report(args, f"{stack.engine_url}/v1/chat/completions", targets, pids)
 
 
 def _start_peers(names: list[str], engine_url: str, work: Path, stack: contextlib.ExitStack) -> dict[str, str]:
