@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import orjson
@@ -112,13 +113,12 @@ class Exchange:
             "prompt_tokens": self.usage.prompt_tokens,
             "completion_tokens": self.usage.completion_tokens,
             "cached_tokens": self.usage.cached_tokens,
-            "ttft_ms": None if self.first_byte_s is None else self.first_byte_s * 1000,
+            "ttft_ms": self._ttft_ms,
             "latency_ms": self.elapsed() * 1000,
             "started_at": self.started_at,
             "error": self.error,
         }
-        payload = orjson.dumps({k: v for k, v in fields.items() if v is not None})
-        return UsageEntry(self.request_id, self.principal.tenant_id, payload, self.trace_headers)
+        return UsageEntry(self.request_id, self.principal.tenant_id, _wire(fields), self.trace_headers)
 
     def outcome_payload(self) -> bytes | None:
         """The RouteOutcome in wire form (as `encode` writes it), or None when no engine was chosen."""
@@ -128,12 +128,21 @@ class Exchange:
             "decision_id": self.decision_id,
             "request_id": self.request_id,
             "engine_id": self.engine_id,
-            "strategy": self.route_strategy or self.strategy or "none",
+            "strategy": self.strategy_label,
             "status": self.status,
-            "ttft_ms": None if self.first_byte_s is None else self.first_byte_s * 1000,
+            "ttft_ms": self._ttft_ms,
             "latency_ms": self.elapsed() * 1000,
             "prompt_tokens": self.usage.prompt_tokens,
             "completion_tokens": self.usage.completion_tokens,
             "cached_tokens": self.usage.cached_tokens,
         }
-        return orjson.dumps({k: v for k, v in fields.items() if v is not None})
+        return _wire(fields)
+
+    @property
+    def _ttft_ms(self) -> float | None:
+        return None if self.first_byte_s is None else self.first_byte_s * 1000
+
+
+def _wire(fields: Mapping[str, object]) -> bytes:
+    """JSON of `fields` without the None ones (what the contracts' `encode` leaves out)."""
+    return orjson.dumps({k: v for k, v in fields.items() if v is not None})
