@@ -194,6 +194,20 @@ def test_fleet_routes_only_fresh_healthy_unejected_engines() -> None:
     assert "a" not in fleet.engine_ids
 
 
+def test_fleet_follows_heartbeats_and_moves_of_model_or_url() -> None:
+    fleet = Fleet(stale_s=30, load_stale_s=2)
+    fleet.upsert(_registration("a", age_s=60))
+    assert fleet.routable("m", now=time.time(), mono=time.monotonic()) == []  # stale
+    fleet.upsert(_registration("a"))  # a heartbeat: same model and URL
+    assert [e.engine_id for e in fleet.routable("m", now=time.time(), mono=time.monotonic())] == ["a"]
+    moved = _registration("a", model="other").model_copy(update={"url": "http://127.0.0.1:2/"})
+    fleet.upsert(moved)
+    assert fleet.routable("m", now=time.time(), mono=time.monotonic()) == []
+    assert not fleet.knows_model("m")
+    [view] = fleet.routable("other", now=time.time(), mono=time.monotonic())
+    assert view.url == "http://127.0.0.1:2"
+
+
 def _view(engine_id: str, in_flight: int, waiting: int = 0, running: int = 0) -> EngineView:
     return EngineView(engine_id, "http://x", "m", in_flight, running, waiting)
 

@@ -67,15 +67,17 @@ class Fleet:
         self._loads: dict[str, tuple[EngineLoad, float]] = {}  # engine -> (load, received at)
         self._in_flight: defaultdict[str, int] = defaultdict(int)
         self._ejected: dict[str, float] = {}  # engine -> until (monotonic)
-        # model -> [(engine id, registration, base url)] sorted by id; rebuilt on registry changes
-        # (rare), so a pick does not sort or format URLs
-        self._by_model: dict[str, list[tuple[str, EngineRegistration, str]]] = {}
+        # model -> [(engine id, base url)] sorted by id; rebuilt only when an engine comes, goes
+        # or changes model or URL (not on heartbeats), so a pick does not sort or format URLs
+        self._by_model: dict[str, list[tuple[str, str]]] = {}
 
     # --- fed by the registry adapter -------------------------------------------------
     def upsert(self, registration: EngineRegistration) -> None:
         """Add or refresh an engine's registration."""
+        before = self._engines.get(registration.engine_id)
         self._engines[registration.engine_id] = registration
-        self._index()
+        if before is None or (before.model, before.url) != (registration.model, registration.url):
+            self._index()
 
     def remove(self, engine_id: str) -> None:
         """Forget an engine (its registry key was deleted)."""
@@ -84,10 +86,10 @@ class Fleet:
         self._index()
 
     def _index(self) -> None:
-        by_model: dict[str, list[tuple[str, EngineRegistration, str]]] = defaultdict(list)
+        by_model: dict[str, list[tuple[str, str]]] = defaultdict(list)
         for engine_id in sorted(self._engines):
             reg = self._engines[engine_id]
-            by_model[reg.model].append((engine_id, reg, str(reg.url).rstrip("/")))
+            by_model[reg.model].append((engine_id, str(reg.url).rstrip("/")))
         self._by_model = dict(by_model)
 
     def update_load(self, load: EngineLoad, received_at: float) -> None:
@@ -130,7 +132,8 @@ class Fleet:
             exclude: engines this request must not use (failed attempts).
         """
         views = []
-        for engine_id, reg, url in self._by_model.get(model, ()):
+        for engine_id, url in self._by_model.get(model, ()):
+            reg = self._engines[engine_id]  # the latest heartbeat
             if engine_id in exclude or not self._usable(reg, now, mono):
                 continue
             load = self._fresh_load(engine_id, mono)
