@@ -199,7 +199,11 @@ class LedgerProcess:
 
 
 async def _kill_ledger_sessions(url: str, stop: asyncio.Event, killed: list[int]) -> None:
-    """pg_terminate_backend every ledger session (by application_name), every 50 ms, until `stop`."""
+    """pg_terminate_backend every ledger session (by application_name), every 300 ms, until `stop`.
+
+    The pause leaves a reconnected ledger time to write a batch before the next kill, even
+    on a slow machine (killing every 50 ms starved it there for good).
+    """
     conn = await asyncpg.connect(url)
     try:
         while not stop.is_set():
@@ -208,7 +212,7 @@ async def _kill_ledger_sessions(url: str, stop: asyncio.Event, killed: list[int]
                 " WHERE datname = current_database() AND application_name = $1",
                 APP_NAME,
             )
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.3)
     finally:
         await conn.close()
 

@@ -7,6 +7,7 @@ One statement per batch: `INSERT … SELECT * FROM unnest($1::text[], …) ON CO
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -38,7 +39,11 @@ async def write_batch(pool: asyncpg.Pool[asyncpg.Record], records: Sequence[Usag
         async with conn.transaction():
             return await insert_usage(conn, records)
     except BaseException:
-        conn.terminate()
+        # A session the server killed is already detached from the pool (asyncpg hands its
+        # slot back on connection loss); terminating it then raises InterfaceError, which
+        # must not hide the failure itself.
+        with contextlib.suppress(asyncpg.InterfaceError):
+            conn.terminate()
         raise
     finally:
         await pool.release(conn)
