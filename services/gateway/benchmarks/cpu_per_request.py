@@ -27,24 +27,15 @@ sys.path.insert(0, str(Path(__file__).parent))
 import overhead  # the fake engine, the load loops, the registry heartbeat
 
 
-def _pid_with(marker: str) -> int:
-    """The pid of the process whose command line contains `marker` (here: the embedded nats-server)."""
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if marker in (entry / "cmdline").read_bytes().decode(errors="replace"):
-                    return int(entry.name)
-            except OSError:
-                continue
-    raise LookupError(f"no process with {marker!r} in its command line")
-
-
 async def main(args: argparse.Namespace) -> None:
     async with overhead.gateway_stack("strata-gw-cpu-") as stack:
         url = f"{stack.gateway_url}/v1/chat/completions"
         await overhead.closed_loop(url, args.concurrency, 1, args.stream)  # warm up
         pids = {name: proc.pid for name, proc in stack.procs.items()}
-        pids["nats"] = _pid_with(f"{stack.work}/nats")
+        nats = overhead.pid_with(f"{stack.work}/nats")
+        if nats is None:
+            raise LookupError("the embedded nats-server is not running")
+        pids["nats"] = nats
         before = {name: overhead.cpu_seconds(pid) or 0.0 for name, pid in pids.items()}
         client_before = time.process_time()
         result = await overhead.closed_loop(url, args.concurrency, args.duration, args.stream)

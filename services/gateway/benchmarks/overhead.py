@@ -169,6 +169,39 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def pid_with(marker: str) -> int | None:
+    """The pid of a process whose command line (NUL-separated arguments) contains `marker`."""
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else ():
+        if entry.name.isdigit():
+            try:
+                if marker in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                    return int(entry.name)
+            except OSError:
+                continue
+    return None
+
+
+def pid_listening(port: int) -> int | None:
+    """The pid of the process listening on TCP `port` (from /proc; None when not found).
+
+    The peer routers rename their processes (`vllm::router`), so their command lines
+    cannot tell them apart; their listening sockets can.
+    """
+    sockets = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and fields[1].endswith(f":{port:04X}"):  # 0A: LISTEN
+                    sockets.add(f"socket:[{fields[9]}]")
+    for entry in Path("/proc").iterdir() if sockets else ():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if any(os.readlink(fd) in sockets for fd in (entry / "fd").iterdir()):
+                    return int(entry.name)
+    return None
+
+
 def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
         return subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -276,7 +309,9 @@ async def main(args: argparse.Namespace) -> None:
         pids = {"gateway": stack.procs["gateway"].pid, FLOOR: stack.procs["floor"].pid}
         with contextlib.ExitStack() as peers:
             targets = {"gateway": f"{stack.gateway_url}/v1/chat/completions"}
-            targets |= _start_peers(args.peers, stack.engine_url, stack.work, peers)
+            peer_urls = _start_peers(args.peers, stack.engine_url, stack.work, peers)
+            targets |= peer_urls
+            pids |= _peer_pids(peer_urls)
             targets[FLOOR] = f"http://127.0.0.1:{floor_port}/v1/chat/completions"
             await report(args, f"{stack.engine_url}/v1/chat/completions", targets, pids)
 
@@ -298,6 +333,16 @@ def _start_peers(names: list[str], engine_url: str, work: Path, stack: contextli
             continue
         urls[f"{name} {install.version}"] = f"{url}/v1/chat/completions"
     return urls
+
+
+def _peer_pids(targets: dict[str, str]) -> dict[str, int]:
+    """The pids of the peer routers among `targets` (found by their --port argument)."""
+    pids = {}
+    for name, url in targets.items():
+        pid = pid_listening(int(url.split(":")[2].split("/")[0]))
+        if pid is not None:
+            pids[name] = pid
+    return pids
 
 
 async def report(args: argparse.Namespace, direct: str, every: dict[str, str], pids: dict[str, int]) -> None:

@@ -36,10 +36,11 @@ def finished(request_id: str, engine_id: str | None = "e0") -> Exchange:
 
 
 async def test_requests_finishing_together_share_one_batch_and_each_outcome_is_published() -> None:
-    sink, outcomes = Sink(), list[RouteOutcome]()
+    sink, outcomes, writes = Sink(), list[RouteOutcome](), list[int]()
 
-    async def publish(outcome: bytes, _trace: Mapping[str, str]) -> None:
-        outcomes.append(decode(RouteOutcome, outcome))
+    async def publish(batch: Sequence[tuple[bytes, Mapping[str, str]]]) -> None:
+        writes.append(len(batch))
+        outcomes.extend(decode(RouteOutcome, outcome) for outcome, _ in batch)
 
     accounting = Accounting(sink, publish, linger_s=0.05)
     for i in range(10):
@@ -48,6 +49,7 @@ async def test_requests_finishing_together_share_one_batch_and_each_outcome_is_p
     await asyncio.sleep(0.2)
     assert sink.batches == [[f"r{i}" for i in range(10)]]
     assert sorted(o.request_id for o in outcomes) == sorted(f"r{i}" for i in range(10) if i != 3)  # r3: no engine
+    assert writes == [9]  # the batch's outcomes in one publish
     accounting.submit(finished("late"))
     await asyncio.sleep(0.2)
     assert sink.batches[1] == ["late"]
@@ -57,7 +59,7 @@ async def test_requests_finishing_together_share_one_batch_and_each_outcome_is_p
 async def test_close_sends_what_is_queued_without_waiting_for_the_linger() -> None:
     sink = Sink()
 
-    async def publish(_outcome: bytes, _trace: Mapping[str, str]) -> None:
+    async def publish(_batch: Sequence[tuple[bytes, Mapping[str, str]]]) -> None:
         return None
 
     accounting = Accounting(sink, publish, linger_s=3600)
@@ -71,20 +73,25 @@ async def test_close_sends_what_is_queued_without_waiting_for_the_linger() -> No
 async def test_a_broken_record_or_sink_costs_nothing_but_itself() -> None:
     sink, outcomes = Sink(fail=True), list[str]()
 
-    async def publish(outcome: bytes, _trace: Mapping[str, str]) -> None:
-        request_id = decode(RouteOutcome, outcome).request_id
-        if request_id == "x":
+    async def publish(batch: Sequence[tuple[bytes, Mapping[str, str]]]) -> None:
+        request_ids = [decode(RouteOutcome, outcome).request_id for outcome, _ in batch]
+        if "x" in request_ids:
             raise ConnectionError("nats gone")
-        outcomes.append(request_id)
+        outcomes.extend(request_ids)
 
     accounting = Accounting(sink, publish, linger_s=0.01)
     broken = finished("broken")
     broken.request = None  # a bug: no usage record can be built for it
-    for exchange in (finished("x"), broken, finished("y")):
+    for exchange in (finished("a"), broken, finished("b")):
         accounting.submit(exchange)
     await asyncio.wait_for(accounting.close(), 5)
-    assert sink.batches == [["x", "y"]]  # the sink raised, yet outcomes still went out
-    assert outcomes == ["broken", "y"]  # x: its publish failed, and nothing else did
+    assert sink.batches == [["a", "b"]]  # the sink raised, yet outcomes still went out
+    assert outcomes == ["a", "broken", "b"]
+    accounting = Accounting(Sink(), publish, linger_s=0.01)
+    accounting.submit(finished("x"))
+    accounting.submit(finished("y"))
+    await asyncio.wait_for(accounting.close(), 5)  # a failing outcome publish is logged, not raised
+    assert outcomes == ["a", "broken", "b"]
 
 
 def test_wire_forms_are_exactly_what_the_contracts_encode() -> None:

@@ -11,14 +11,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Final, TypeVar
 
 import nats
 import orjson
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.errors import ConnectionClosedError
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, PubAck, StreamConfig
 from nats.js.errors import APIError, BucketNotFoundError, NoStreamResponseError, NotFoundError
@@ -30,7 +31,7 @@ from pydantic import ValidationError
 from strata_contracts.messages import Contract, decode, encode
 from strata_runtime.tracing import extract_context, inject_headers, tracer
 
-__all__ = ["Broker", "Handler", "JetStreamPipeline"]
+__all__ = ["Broker", "Handler", "JetStreamPipeline", "pub_frame", "write_frames"]
 
 M = TypeVar("M", bound=Contract)
 R = TypeVar("R", bound=Contract)
@@ -38,6 +39,7 @@ Handler = Callable[[M, Msg], Awaitable[Contract | None]]
 
 _log = logging.getLogger(__name__)
 _tracer = tracer(__name__)
+_LINE_BREAKS: Final = str.maketrans({"\r": " ", "\n": " "})
 MESSAGES = Counter(
     "strata_nats_messages_total",
     "NATS messages handled by subscriptions, by subscription subject and outcome.",
@@ -186,6 +188,38 @@ class Broker:
             await self.client.close()
 
 
+def pub_frame(subject: str, payload: bytes, *, reply: str = "", headers: Mapping[str, str] | None = None) -> bytes:
+    """One NATS protocol frame that publishes `payload`: PUB, or HPUB when there are headers.
+
+    `subject` and `reply` must be valid subjects and header names tokens (the callers
+    build them); CR and LF in header values become spaces, as nats-py's publish does.
+    """
+    target = f"{subject} {reply}" if reply else subject
+    if not headers:
+        return b"%s%s\r\n" % (f"PUB {target} {len(payload)}\r\n".encode(), payload)
+    head = "".join(f"{name}: {value.translate(_LINE_BREAKS)}\r\n" for name, value in headers.items())
+    encoded = f"NATS/1.0\r\n{head}\r\n".encode()
+    size = len(encoded)
+    return b"%s%s%s\r\n" % (f"HPUB {target} {size} {size + len(payload)}\r\n".encode(), encoded, payload)
+
+
+async def write_frames(client: NatsClient, frames: Sequence[bytes]) -> None:
+    """Hand pre-encoded publish frames (:func:`pub_frame`) to `client` in one write.
+
+    nats-py has no batch publish: each `publish` validates, encodes headers and hands a
+    flush to its flusher task. This appends the frames to the client's outgoing buffer
+    (kept across a reconnect like any publish) and wakes the flusher once. It uses the
+    client's internal buffer API (nats-py is pinned; `test_messaging` covers it).
+
+    Raises:
+        nats.errors.ConnectionClosedError: the client is closed.
+    """
+    if client.is_closed:
+        raise ConnectionClosedError
+    await client._send_command(b"".join(frames))  # private: see above
+    await client._flush_pending()
+
+
 class JetStreamPipeline:
     """JetStream publishes with many acks outstanding at once on one connection.
 
@@ -242,17 +276,47 @@ class JetStreamPipeline:
         Raises:
             nats errors: the message could not be handed to the connection.
         """
-        loop = asyncio.get_running_loop()
-        self._seq += 1
-        token = str(self._seq)
-        future: asyncio.Future[PubAck] = loop.create_future()
-        future.add_done_callback(_retrieve)  # a caller that stopped waiting leaves no "never retrieved" noise
-        self._waiting[token] = (future, loop.time() + (self._timeout if timeout_s is None else timeout_s))
+        token = self._next_token()
+        future = self._expect(token, timeout_s)
         try:
             await self._client.publish(subject, payload, reply=f"{self._prefix}.{token}", headers=headers)
         except BaseException:
             self._waiting.pop(token, None)
             raise
+        return future
+
+    async def send_many(
+        self, messages: Sequence[tuple[str, bytes, Mapping[str, str]]], timeout_s: float | None = None
+    ) -> list[asyncio.Future[PubAck]]:
+        """:meth:`send` for each of `messages` (subject, payload, headers), handed to the connection in one write.
+
+        Raises:
+            nats errors: the frames could not be handed to the connection (no future is left waiting).
+        """
+        tokens = [self._next_token() for _ in messages]
+        frames = [
+            pub_frame(subject, payload, reply=f"{self._prefix}.{token}", headers=headers)
+            for token, (subject, payload, headers) in zip(tokens, messages, strict=True)
+        ]
+        futures = [self._expect(token, timeout_s) for token in tokens]
+        try:
+            await write_frames(self._client, frames)
+        except BaseException:
+            for token in tokens:
+                self._waiting.pop(token, None)
+            raise
+        return futures
+
+    def _next_token(self) -> str:
+        self._seq += 1
+        return str(self._seq)
+
+    def _expect(self, token: str, timeout_s: float | None) -> asyncio.Future[PubAck]:
+        """The future of the ack on `<inbox>.<token>`."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[PubAck] = loop.create_future()
+        future.add_done_callback(_retrieve)  # a caller that stopped waiting leaves no "never retrieved" noise
+        self._waiting[token] = (future, loop.time() + (self._timeout if timeout_s is None else timeout_s))
         return future
 
     async def publish(
@@ -273,7 +337,8 @@ class JetStreamPipeline:
             reply = orjson.loads(msg.data)
             if "error" in reply:
                 error = reply["error"]
-                future.set_exception(APIError(code=error.get("code"), description=error.get("description")))
+                code, description = error.get("code"), error.get("description")
+                future.set_exception(APIError(code=code, description=description, err_code=error.get("err_code")))
             else:
                 future.set_result(PubAck(stream=reply["stream"], seq=reply["seq"], duplicate=reply.get("duplicate")))
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:

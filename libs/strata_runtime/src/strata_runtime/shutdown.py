@@ -11,8 +11,6 @@ import asyncio
 import logging
 import signal
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 __all__ = ["GracefulShutdown", "InFlight"]
 
@@ -32,17 +30,19 @@ class InFlight:
         """Units of work in progress now."""
         return self._count
 
-    @contextmanager
-    def track(self) -> Iterator[None]:
-        """Count the enclosed block as one unit of work in progress."""
+    def track(self) -> InFlight:
+        """Count the enclosed block (``with inflight.track():``) as one unit of work in progress."""
+        return self
+
+    def __enter__(self) -> None:
         self._count += 1
-        self._idle.clear()
-        try:
-            yield
-        finally:
-            self._count -= 1
-            if self._count == 0:
-                self._idle.set()
+        if self._count == 1:
+            self._idle.clear()
+
+    def __exit__(self, *_: object) -> None:
+        self._count -= 1
+        if self._count == 0:
+            self._idle.set()
 
     async def wait_idle(self, timeout: float) -> bool:
         """Wait until nothing is in progress; False if `timeout` expired first."""

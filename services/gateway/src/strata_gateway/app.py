@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from strata_contracts import subjects
@@ -37,8 +37,9 @@ from strata_gateway.handlers.openai import openai_routes
 from strata_gateway.handlers.proxy import Ports, Proxy
 from strata_gateway.handlers.routing import Routing
 from strata_gateway.settings import GatewaySettings
-from strata_gateway.telemetry import IN_FLIGHT
+from strata_gateway.telemetry import ENGINE_IN_FLIGHT, IN_FLIGHT
 from strata_runtime import Broker, Service
+from strata_runtime.messaging import pub_frame, write_frames
 from strata_runtime.plane import ensure_event_plane
 from strata_runtime.service import Hook
 
@@ -84,6 +85,7 @@ class Gateway:
         self.broker: Broker | None = None
         self._service = service
         IN_FLIGHT.set_function(lambda: service.inflight.count)  # read at scrape time, free per request
+        ENGINE_IN_FLIGHT.read_from(self.fleet.in_flight)
         self._given_ports = ports
         self._ports: Ports | None = None
         self._closers: list[Hook] = []
@@ -128,7 +130,7 @@ class Gateway:
             fleet=self.fleet,
             routing=Routing(self.fleet, router, pickers, settings.route_timeout_ms),
             upstream=UpstreamClient(session),
-            publish_outcome=self._publish_outcome,
+            publish_outcomes=self._publish_outcomes,
             inflight=self._service.inflight,
         )
         _log.info(
@@ -155,10 +157,11 @@ class Gateway:
         if self.broker is not None:
             await self.broker.close()
 
-    async def _publish_outcome(self, outcome: bytes, trace: Mapping[str, str]) -> None:
-        """Publish one encoded RouteOutcome (core NATS) with its request's trace context."""
+    async def _publish_outcomes(self, outcomes: Sequence[tuple[bytes, Mapping[str, str]]]) -> None:
+        """Publish encoded RouteOutcomes (core NATS, one write), each with its request's trace context."""
         if self.broker is not None and self.broker.connected:
-            await self.broker.client.publish(subjects.ROUTE_OUTCOME, outcome, headers=dict(trace) if trace else None)
+            frames = [pub_frame(subjects.ROUTE_OUTCOME, outcome, headers=trace) for outcome, trace in outcomes]
+            await write_frames(self.broker.client, frames)
 
     async def _open_ports(self, broker: Broker, instance: str) -> Ports:
         """The configured ports (their modules are imported only when used).

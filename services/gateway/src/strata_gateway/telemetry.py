@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
 from functools import cache
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from strata_runtime.tracing import tracer
 
@@ -19,7 +22,6 @@ __all__ = [
     "TRACER",
     "TTFT",
     "UPSTREAM_ERRORS",
-    "engine_in_flight",
     "request_seconds",
     "requests_total",
     "route_fallbacks",
@@ -53,9 +55,29 @@ UPSTREAM_ERRORS = Counter(
     ["engine", "kind"],
 )
 IN_FLIGHT = Gauge("strata_gateway_in_flight", "Generation requests in progress in this gateway.")
-ENGINE_IN_FLIGHT = Gauge(
-    "strata_gateway_engine_in_flight", "Requests this gateway has outstanding per engine.", ["engine"]
-)
+
+
+class _EngineInFlight(Collector):
+    """`strata_gateway_engine_in_flight{engine}`, read from the fleet's counts at scrape time (free per request)."""
+
+    def __init__(self) -> None:
+        self._source: Callable[[], Mapping[str, int]] = dict
+
+    def read_from(self, source: Callable[[], Mapping[str, int]]) -> None:
+        """Report what `source` returns (engine id ─▶ requests outstanding) from now on."""
+        self._source = source
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "strata_gateway_engine_in_flight", "Requests this gateway has outstanding per engine.", labels=["engine"]
+        )
+        for engine, count in sorted(self._source().items()):
+            family.add_metric([engine], count)
+        yield family
+
+
+ENGINE_IN_FLIGHT = _EngineInFlight()
+REGISTRY.register(ENGINE_IN_FLIGHT)
 ROUTE_FALLBACKS = Counter(
     "strata_gateway_route_fallback_total",
     "Local picks instead of the router's, by reason (timeout|no_responders|invalid_reply|unroutable_engine|"
@@ -99,9 +121,3 @@ def ttft_seconds(endpoint: str, strategy: str) -> Histogram:
 def route_fallbacks(reason: str) -> Counter:
     """ROUTE_FALLBACKS for this reason."""
     return ROUTE_FALLBACKS.labels(reason)
-
-
-@cache
-def engine_in_flight(engine_id: str) -> Gauge:
-    """ENGINE_IN_FLIGHT for this engine."""
-    return ENGINE_IN_FLIGHT.labels(engine_id)

@@ -170,6 +170,10 @@ class Fleet:
             for model, regs in sorted(by_model.items())
         ]
 
+    def in_flight(self) -> dict[str, int]:
+        """Requests outstanding per engine, every registered engine included (0 when idle)."""
+        return {**dict.fromkeys(self._engines, 0), **self._in_flight}
+
     @property
     def engine_ids(self) -> list[str]:
         """Ids of every registered engine."""

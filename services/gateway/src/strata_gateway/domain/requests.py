@@ -107,8 +107,24 @@ class ParsedRequest:
     max_tokens: int | None
 
 
+@dataclass(frozen=True)
+class _Fields:
+    """What the gateway takes from a valid body."""
+
+    model: str
+    stream: bool
+    client_usage: bool
+    budget: int | None
+    prompt_text: str | None
+    prompt_token_ids: list[int] | None
+
+
 def parse_request(endpoint: Endpoint, raw: bytes) -> ParsedRequest:
     """Decode and check a generation body; plan the upstream body.
+
+    Bodies of the usual shapes are checked field by field here, exactly as strictly as
+    the schema would (a test holds the two to the same verdicts); anything else goes
+    through the pydantic model, which accepts it or words the error.
 
     Raises:
         GatewayError: 400 for invalid JSON, a non-object body or a schema violation.
@@ -119,6 +135,35 @@ def parse_request(endpoint: Endpoint, raw: bytes) -> ParsedRequest:
         raise bad_request(f"request body is not valid JSON: {exc}", code="invalid_json") from None
     if not isinstance(body, dict):
         raise bad_request("request body must be a JSON object", code="invalid_json")
+    fields = _plain_fields(endpoint, body) or _model_fields(endpoint, body)
+    upstream_body = raw
+    if fields.stream and not fields.client_usage:
+        upstream_options = {
+            **(body.get("stream_options") or {}),
+            "include_usage": True,
+            "continuous_usage_stats": False,
+        }
+        upstream_body = orjson.dumps({**body, "stream_options": upstream_options})
+    text, token_ids, budget = fields.prompt_text, fields.prompt_token_ids, fields.budget
+    return ParsedRequest(
+        endpoint=endpoint,
+        model=fields.model,
+        stream=fields.stream,
+        client_usage=fields.client_usage,
+        upstream_body=upstream_body,
+        prompt_text=text,
+        prompt_token_ids=token_ids,
+        prompt_chars=len(text) if text is not None else len(token_ids or ()),
+        max_tokens=budget if budget is None or budget >= 0 else None,
+    )
+
+
+def _model_fields(endpoint: Endpoint, body: dict[str, Any]) -> _Fields:
+    """The fields of `body` as the pydantic schema validates them.
+
+    Raises:
+        GatewayError: 400 naming the first field that broke the schema.
+    """
     schema = ChatCompletionRequest if endpoint is Endpoint.CHAT else CompletionRequest
     try:
         request = schema.model_validate(body)
@@ -128,30 +173,87 @@ def parse_request(endpoint: Endpoint, raw: bytes) -> ParsedRequest:
         raise bad_request(f"{where or 'body'}: {error['msg']}", param=where) from None
     stream = bool(request.stream)
     options = request.stream_options
-    client_usage = stream and options is not None and bool(options.include_usage)
-    upstream_body = raw
-    if stream and not client_usage:
-        upstream_options = {
-            **(body.get("stream_options") or {}),
-            "include_usage": True,
-            "continuous_usage_stats": False,
-        }
-        upstream_body = orjson.dumps({**body, "stream_options": upstream_options})
     text, token_ids = _prompt(request)
     budget = request.max_tokens
     if isinstance(request, ChatCompletionRequest) and budget is None:
         budget = request.max_completion_tokens
-    return ParsedRequest(
-        endpoint=endpoint,
+    return _Fields(
         model=request.model,
         stream=stream,
-        client_usage=client_usage,
-        upstream_body=upstream_body,
+        client_usage=stream and options is not None and bool(options.include_usage),
+        budget=budget,
         prompt_text=text,
         prompt_token_ids=token_ids,
-        prompt_chars=len(text) if text is not None else len(token_ids or ()),
-        max_tokens=budget if budget is None or budget >= 0 else None,
     )
+
+
+def _plain_fields(endpoint: Endpoint, body: dict[str, Any]) -> _Fields | None:
+    """The fields of a body of the usual shapes, or None to leave the verdict to :func:`_model_fields`.
+
+    Accepts only what the strict schema accepts (`type(x) is int` also keeps booleans out
+    of integer fields, as strict mode does); every shape it is unsure of returns None.
+    """
+    model = body.get("model")
+    stream = body.get("stream")
+    options = body.get("stream_options")
+    max_tokens = body.get("max_tokens")
+    user = body.get("user")
+    if (
+        type(model) is not str
+        or not model
+        or not (stream is None or type(stream) is bool)
+        or not (max_tokens is None or type(max_tokens) is int)
+        or not (user is None or type(user) is str)
+    ):
+        return None
+    stream = bool(stream)
+    client_usage = False
+    if options is not None:
+        if type(options) is not dict:
+            return None
+        include = options.get("include_usage", True)  # vLLM: true once the object is sent
+        continuous = options.get("continuous_usage_stats")
+        if not (include is None or type(include) is bool) or not (continuous is None or type(continuous) is bool):
+            return None
+        client_usage = stream and bool(include)
+    if endpoint is Endpoint.CHAT:
+        text = _plain_chat_text(body.get("messages"))
+        completion_budget = body.get("max_completion_tokens")
+        if text is None or not (completion_budget is None or type(completion_budget) is int):
+            return None
+        budget = max_tokens if max_tokens is not None else completion_budget
+        return _Fields(model, stream, client_usage, budget, text, None)
+    prompt = body.get("prompt")
+    if type(prompt) is str:
+        return _Fields(model, stream, client_usage, max_tokens, prompt, None)
+    if type(prompt) is list and prompt:
+        if all(type(item) is str for item in prompt):
+            return _Fields(model, stream, client_usage, max_tokens, " ".join(prompt), None)
+        if all(type(item) is int for item in prompt):
+            return _Fields(model, stream, client_usage, max_tokens, None, prompt)
+    return None
+
+
+def _plain_chat_text(messages: Any) -> str | None:
+    """The routing text of well-formed chat messages (as :func:`_prompt` joins it), else None."""
+    if type(messages) is not list or not messages:
+        return None
+    parts: list[str] = []
+    for message in messages:
+        if type(message) is not dict or type(message.get("role")) is not str:
+            return None
+        content = message.get("content")
+        if type(content) is str:
+            parts.append(content)
+        elif type(content) is list:
+            for part in content:
+                if type(part) is not dict:
+                    return None
+                if type(part.get("text")) is str:
+                    parts.append(part["text"])
+        elif content is not None:
+            return None
+    return " ".join(parts)
 
 
 def _prompt(request: ChatCompletionRequest | CompletionRequest) -> tuple[str | None, list[int] | None]:

@@ -5,7 +5,8 @@
     flusher: first exchange queued ─▶ linger `linger_s` ─▶ take the whole queue ─▶ one batch task:
              UsageSink.record_many(entries)   one JetStream publish each, acks awaited together,
                                               the unacked spooled
-             RouteOutcome per exchange that reached an engine (core NATS, fire and forget)
+             RouteOutcomes of the exchanges that reached an engine (core NATS, one write,
+                                              fire and forget)
 
 Both go out in wire form built straight from the exchange (no model per request), each
 with the trace context of its own request.
@@ -20,16 +21,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from strata_gateway.domain.exchange import Exchange
 from strata_gateway.domain.ports import UsageSink
 
-__all__ = ["Accounting", "PublishOutcome"]
+__all__ = ["Accounting", "PublishOutcomes"]
 
 _log = logging.getLogger(__name__)
-PublishOutcome = Callable[[bytes, Mapping[str, str]], Awaitable[None]]
-"""Publishes one RouteOutcome (JSON) with its request's trace-context headers."""
+PublishOutcomes = Callable[[Sequence[tuple[bytes, Mapping[str, str]]]], Awaitable[None]]
+"""Publishes RouteOutcomes (JSON), each with its request's trace-context headers."""
 
 
 class Accounting:
@@ -37,13 +38,13 @@ class Accounting:
 
     Args:
         sink: where usage records go.
-        publish_outcome: publishes one encoded RouteOutcome (errors are logged and dropped).
+        publish_outcomes: publishes encoded RouteOutcomes (errors are logged and dropped).
         linger_s: how long the first queued exchange waits for others to join its batch.
     """
 
-    def __init__(self, sink: UsageSink, publish_outcome: PublishOutcome, linger_s: float = 0.005) -> None:
+    def __init__(self, sink: UsageSink, publish_outcomes: PublishOutcomes, linger_s: float = 0.005) -> None:
         self._sink = sink
-        self._publish = publish_outcome
+        self._publish = publish_outcomes
         self._linger_s = linger_s
         self._queue: list[Exchange] = []
         self._flusher: asyncio.TimerHandle | None = None
@@ -87,11 +88,17 @@ class Accounting:
             await self._sink.record_many(entries)
         except Exception:  # noqa: BLE001 - the sink must not raise; if it does, say so and go on
             _log.exception("usage sink failed", extra={"requests": [e.request_id for e in entries]})
+        outcomes = []
         for exchange in batch:
-            outcome = exchange.outcome_payload()
-            if outcome is None:
-                continue
             try:
-                await self._publish(outcome, exchange.trace_headers)
-            except Exception as exc:  # noqa: BLE001 - fire and forget: the router can do without one outcome
-                _log.debug("route outcome not published: %r", exc)
+                outcome = exchange.outcome_payload()
+            except Exception:  # noqa: BLE001 - as for usage records
+                _log.exception("route outcome not built", extra={"request_id": exchange.request_id})
+                continue
+            if outcome is not None:
+                outcomes.append((outcome, exchange.trace_headers))
+        if outcomes:
+            try:
+                await self._publish(outcomes)
+            except Exception as exc:  # noqa: BLE001 - fire and forget: the router can do without these outcomes
+                _log.debug("route outcomes not published: %r", exc)

@@ -36,7 +36,7 @@ from strata_gateway.domain.ports import Admission, Authenticator, GatewayError, 
 from strata_gateway.domain.requests import Endpoint, choose_strategy, parse_request
 from strata_gateway.domain.retry import RetryBudget
 from strata_gateway.handlers import http
-from strata_gateway.handlers.accounting import Accounting, PublishOutcome
+from strata_gateway.handlers.accounting import Accounting, PublishOutcomes
 from strata_gateway.handlers.relay import ClientGone, relay_body, relay_stream
 from strata_gateway.handlers.routing import Route, Routing
 from strata_gateway.settings import GatewaySettings
@@ -44,7 +44,6 @@ from strata_gateway.telemetry import (
     RETRIES,
     TRACER,
     UPSTREAM_ERRORS,
-    engine_in_flight,
     request_seconds,
     requests_total,
     ttft_seconds,
@@ -75,7 +74,7 @@ class Proxy:
         fleet: the engine snapshot (in-flight counts and ejections are kept here).
         routing: chooses each attempt's engine.
         upstream: HTTP client to the engines.
-        publish_outcome: fire-and-forget publisher of an encoded RouteOutcome.
+        publish_outcomes: fire-and-forget publisher of encoded RouteOutcomes.
         inflight: the service's in-flight counter (drained on shutdown).
     """
 
@@ -87,7 +86,7 @@ class Proxy:
         fleet: Fleet,
         routing: Routing,
         upstream: UpstreamClient,
-        publish_outcome: PublishOutcome,
+        publish_outcomes: PublishOutcomes,
         inflight: InFlight,
     ) -> None:
         self._settings = settings
@@ -97,7 +96,7 @@ class Proxy:
         self._upstream = upstream
         self._inflight = inflight
         self._budget = RetryBudget(settings.retry_budget_percent, settings.retry_min_concurrency)
-        self._accounting = Accounting(ports.usage_sink, publish_outcome)
+        self._accounting = Accounting(ports.usage_sink, publish_outcomes)
 
     async def close(self) -> None:
         """At shutdown, after draining: sends the queued usage records and outcomes."""
@@ -202,7 +201,6 @@ class Proxy:
         parsed = exchange.request
         headers = _response_headers(exchange, route)
         self._fleet.acquire(route.engine_id)
-        engine_in_flight(route.engine_id).inc()
         try:
             with start_span(TRACER, "gateway.upstream", kind=SpanKind.CLIENT) as span:
                 span.set_attribute("strata.engine", route.engine_id)
@@ -228,7 +226,6 @@ class Proxy:
                 return relay_body(exchange, upstream.status, body, upstream.content_type, headers)
         finally:
             self._fleet.release(route.engine_id)
-            engine_in_flight(route.engine_id).dec()
 
     def _on_failure(self, failure: UpstreamFailure) -> None:
         UPSTREAM_ERRORS.labels(failure.engine_id, failure.kind).inc()

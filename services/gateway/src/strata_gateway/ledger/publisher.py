@@ -1,6 +1,7 @@
 """JetStreamUsageSink: the gateway's UsageSink. Publishes each UsageRecord, spools what it cannot.
 
-    record(usage) ──connected?──▶ JetStream strata.usage.v1.<tenant>, Nats-Msg-Id = request id ──▶ done
+    record_many(entries) ──connected?──▶ JetStream strata.usage.v1.<tenant>, Nats-Msg-Id = request id ──▶ done
+          │                     (a batch of records: one write, the acks awaited together)
           │ no / publish failed or slower than publish_timeout_s
           ▼
     spool (JSONL + fsync, group-committed) ──replay task, when NATS is back──▶ same publish, same msg id
@@ -20,8 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from nats.js.api import PubAck
@@ -117,8 +119,9 @@ class JetStreamUsageSink:
         await self.record_many((UsageEntry.of(usage, trace),))
 
     async def record_many(self, entries: Sequence[UsageEntry]) -> None:
-        """Publish each entry with the acks awaited together; spool those not acked. Never raises."""
-        sent: list[tuple[UsageEntry, asyncio.Future[PubAck] | None]] = []
+        """Publish the entries in one write, their acks awaited together; spool those not acked. Never raises."""
+        messages: list[tuple[str, bytes, Mapping[str, str]]] = []
+        publishable: list[UsageEntry] = []
         for entry in entries:
             try:
                 subject = subjects.usage(entry.tenant_id)
@@ -126,17 +129,18 @@ class JetStreamUsageSink:
                 RECORDS.labels("invalid").inc()
                 _log.error("usage record %s not publishable: %s", entry.request_id, exc)
                 continue
-            ack: asyncio.Future[PubAck] | None = None
-            if self._broker.connected:
-                try:
-                    ack = await self._pipeline.send(
-                        subject, entry.payload, {**entry.trace, "Nats-Msg-Id": entry.request_id}
-                    )
-                except Exception as exc:  # noqa: BLE001 - any failure means "spool it"
-                    _log.debug("usage publish failed, spooling %s: %r", entry.request_id, exc)
-            sent.append((entry, ack))
+            messages.append((subject, entry.payload, {**entry.trace, "Nats-Msg-Id": entry.request_id}))
+            publishable.append(entry)
+        if not publishable:
+            return
+        acks: list[asyncio.Future[PubAck]] = []
+        if self._broker.connected:
+            try:
+                acks = await self._pipeline.send_many(messages)
+            except Exception as exc:  # noqa: BLE001 - any failure means "spool them"
+                _log.debug("usage publish failed, spooling %d records: %r", len(publishable), exc)
         unacked = []
-        for entry, ack in sent:
+        for entry, ack in itertools.zip_longest(publishable, acks):
             if ack is not None:
                 try:
                     (_DUPLICATE if (await ack).duplicate else _PUBLISHED).inc()
