@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from nats.aio.msg import Msg
+from nats.errors import ConnectionClosedError
 from nats.js.errors import NoStreamResponseError
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -14,7 +15,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from strata_contracts import subjects
 from strata_contracts.messages import Contract, EngineLoad, KvLookupReply, KvLookupRequest, PrefixMatch, UsageRecord
 from strata_runtime import Broker
-from strata_runtime.messaging import JetStreamPipeline
+from strata_runtime.messaging import JetStreamPipeline, pub_frame, write_frames
 
 LOAD = EngineLoad(engine_id="e1", seq=1, ts=1.0, running=2, waiting=0, kv_usage=0.5, prompt_tps=1, generation_tps=2)
 
@@ -126,3 +127,48 @@ async def test_pipeline_acks_many_in_flight_dedups_and_fails_clearly(broker: Bro
         await silent.unsubscribe()
     finally:
         await pipeline.close()
+
+
+def test_publish_frames_are_the_nats_protocol_byte_for_byte() -> None:
+    # Golden vectors: PUB/HPUB as the NATS client protocol defines them (sizes in bytes).
+    assert pub_frame("a.b", b"hi") == b"PUB a.b 2\r\nhi\r\n"
+    assert pub_frame("a.b", b"", reply="_INBOX.x.1") == b"PUB a.b _INBOX.x.1 0\r\n\r\n"
+    headers = b"NATS/1.0\r\nNats-Msg-Id: r-1\r\n\r\n"  # 30 bytes; with the payload 32
+    assert pub_frame("a.b", b"{}", reply="in.2", headers={"Nats-Msg-Id": "r-1"}) == (
+        b"HPUB a.b in.2 30 32\r\n" + headers + b"{}\r\n"
+    )
+    broken = pub_frame("a", b"x", headers={"traceparent": "00-a\r\nInjected: yes"})  # no header smuggling
+    assert broken == b"HPUB a 46 47\r\nNATS/1.0\r\ntraceparent: 00-a  Injected: yes\r\n\r\nx\r\n"
+
+
+async def test_frames_written_at_once_arrive_with_their_headers_and_acks(broker: Broker) -> None:
+    received: asyncio.Queue[Msg] = asyncio.Queue()
+
+    async def on_message(msg: Msg) -> None:
+        await received.put(msg)
+
+    await broker.client.subscribe("frames.>", cb=on_message)
+    frames = [
+        pub_frame(f"frames.{i}", b"%d" % i, headers={"traceparent": f"t{i}"} if i % 2 else None) for i in range(5)
+    ]
+    await write_frames(broker.client, frames)
+    got = [await asyncio.wait_for(received.get(), 5) for _ in range(5)]
+    assert [(m.subject, m.data) for m in got] == [(f"frames.{i}", b"%d" % i) for i in range(5)]
+    assert [m.headers for m in got] == [None, {"traceparent": "t1"}, None, {"traceparent": "t3"}, None]
+
+    await broker.ensure_stream(subjects.USAGE_STREAM, [subjects.USAGE_ALL])
+    pipeline = JetStreamPipeline(broker.client, timeout_s=2)
+    await pipeline.start()
+    try:
+        subject = subjects.usage("many")
+        messages = [(subject, b"%d" % i, {"Nats-Msg-Id": f"many-{i % 3}"}) for i in range(4)]  # many-0 twice
+        acks = [await ack for ack in await pipeline.send_many(messages)]
+        assert [ack.duplicate for ack in acks] == [None, None, None, True]
+        assert acks[3].seq == acks[0].seq
+        with pytest.raises(NoStreamResponseError):
+            await (await pipeline.send_many([("strata.nothing.here", b"x", {})]))[0]
+    finally:
+        await pipeline.close()
+    await broker.client.close()
+    with pytest.raises(ConnectionClosedError):
+        await write_frames(broker.client, frames)

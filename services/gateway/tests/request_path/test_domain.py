@@ -194,6 +194,17 @@ def test_fleet_routes_only_fresh_healthy_unejected_engines() -> None:
     assert "a" not in fleet.engine_ids
 
 
+def test_fleet_counts_in_flight_per_engine_idle_ones_at_zero() -> None:
+    fleet = Fleet(stale_s=30, load_stale_s=2)
+    fleet.upsert(_registration("a"))
+    fleet.upsert(_registration("b"))
+    assert (fleet.acquire("a"), fleet.acquire("a"), fleet.release("a")) == (1, 2, 1)
+    assert fleet.in_flight() == {"a": 1, "b": 0}
+    fleet.release("a")
+    fleet.release("a")  # never below zero
+    assert fleet.in_flight() == {"a": 0, "b": 0}
+
+
 def test_fleet_follows_heartbeats_and_moves_of_model_or_url() -> None:
     fleet = Fleet(stale_s=30, load_stale_s=2)
     fleet.upsert(_registration("a", age_s=60))
