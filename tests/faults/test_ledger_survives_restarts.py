@@ -154,12 +154,15 @@ class Load:
 
 
 async def usage_rows(url: str, tenant: str) -> dict[str, int]:
+    """The tenant's rows: the client's x-request-id ─▶ status (a client id on two rows fails the test)."""
     conn = await asyncpg.connect(url, timeout=5)
     try:
-        rows = await conn.fetch("SELECT request_id, status FROM usage WHERE tenant_id = $1", tenant)
+        rows = await conn.fetch("SELECT client_request_id, status FROM usage WHERE tenant_id = $1", tenant)
     finally:
         await conn.close()
-    return {row["request_id"]: row["status"] for row in rows}
+    by_client_id = {row["client_request_id"]: row["status"] for row in rows}
+    assert len(by_client_id) == len(rows), "a request has more than one usage row"
+    return by_client_id
 
 
 async def test_every_admitted_request_is_one_usage_row_through_nats_and_postgres_restarts(
@@ -206,7 +209,7 @@ async def test_every_admitted_request_is_one_usage_row_through_nats_and_postgres
     await poll_until(
         lambda: _at_most(gateway.metric("strata_gateway_usage_spooled_records"), 0), timeout=30, what="spool drained"
     )
-    rows = await usage_rows(postgres.url, tenant)  # again, for anything late (request_id is the primary key)
+    rows = await usage_rows(postgres.url, tenant)  # again, for anything late (one row per gateway request id)
 
     assert len(sent) >= N
     assert sorted(answers) == sorted(sent)  # every request answered, with its own id echoed

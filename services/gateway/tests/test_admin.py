@@ -169,7 +169,7 @@ def test_migrations_apply_once_under_concurrent_replicas(postgres_server: Postgr
         *first, again, recorded = asyncio.run(replicas(url))
 
     names = [m.name for m in migrations()]
-    assert names == ["0001_tenants_keys.sql", "0002_usage.sql"]
+    assert names == ["0001_tenants_keys.sql", "0002_usage.sql", "0003_usage_client_request_id.sql"]
     assert sorted(first, key=len)[-1] == names
     assert sum(len(applied) for applied in first) == len(names)
     assert again == []

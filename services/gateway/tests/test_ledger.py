@@ -80,6 +80,7 @@ async def test_each_request_is_one_row_however_often_it_is_published(
     await sink.start()
     try:
         records = [usage(f"{tenant}-{i}", tenant) for i in range(30)]
+        records[:2] = [r.model_copy(update={"client_request_id": "reused-by-the-client"}) for r in records[:2]]
         await sink.record_many([UsageEntry.of(r) for r in records[:20]])  # one batch, acks awaited together
         await asyncio.gather(*(sink.record(r) for r in records[20:]))
         await asyncio.gather(*(sink.record(r) for r in records[:10]))  # a gateway retrying the same requests
@@ -99,6 +100,7 @@ async def test_each_request_is_one_row_however_often_it_is_published(
         await conn.close()
     assert row is not None
     assert (row["prompt_tokens"], row["cached_tokens"], row["stream"], row["engine_id"]) == (7, 2, True, "e0")
+    assert row["client_request_id"] == "reused-by-the-client"
 
 
 async def test_records_spooled_while_nats_is_down_survive_a_restart_and_replay(

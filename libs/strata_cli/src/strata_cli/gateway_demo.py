@@ -86,7 +86,7 @@ async def exercise_gateway(gateway_url: str, database_url: str, key: str, model:
         conn = await asyncpg.connect(database_url, timeout=5)
         try:
             report.ledger_rows = int(
-                await conn.fetchval("SELECT count(*) FROM usage WHERE request_id = ANY($1::text[])", ids)
+                await conn.fetchval("SELECT count(*) FROM usage WHERE client_request_id = ANY($1::text[])", ids)
             )
         finally:
             await conn.close()

@@ -60,11 +60,18 @@ async def test_chat_returns_the_engines_completion_with_gateway_headers(
     assert raw.headers["x-request-id"] == "my-req-1"
     assert raw.headers["x-strata-engine"].startswith("e-")
     assert raw.headers["x-strata-strategy"] == "least-request"
-    await sim_gateway.sink.settled(1)
-    (record,) = sim_gateway.sink.of("my-req-1")
-    assert (record.status, record.stream, record.completion_tokens) == (200, False, 6)
-    assert record.engine_id == raw.headers["x-strata-engine"]
-    assert record.prompt_tokens == completion.usage.prompt_tokens
+    again = await client.chat.completions.with_raw_response.create(
+        model=model, messages=PROMPT, max_tokens=2, extra_headers={"x-request-id": "my-req-1"}
+    )
+    assert again.headers["x-request-id"] == "my-req-1"
+    # A reused client id is echoed, but each request keeps its own record (else one would be deduplicated away).
+    first, second = sorted(await sim_gateway.sink.settled(2), key=lambda r: r.completion_tokens, reverse=True)
+    assert first.client_request_id == second.client_request_id == "my-req-1"
+    assert first.request_id != second.request_id
+    assert first.request_id.startswith("req-")
+    assert (first.status, first.stream, first.completion_tokens, second.completion_tokens) == (200, False, 6, 2)
+    assert first.engine_id == raw.headers["x-strata-engine"]
+    assert first.prompt_tokens == completion.usage.prompt_tokens
 
 
 async def test_stream_is_relayed_and_the_injected_usage_chunk_is_stripped(

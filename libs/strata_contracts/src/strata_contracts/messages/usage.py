@@ -12,7 +12,9 @@ __all__ = ["UsageRecord"]
 class UsageRecord(Contract):
     """`strata.usage.v1.<tenant>`: exactly one per gateway request (dedup id = request_id)."""
 
-    request_id: str = Field(description="Gateway request id; the JetStream dedup id and ledger key.")
+    request_id: str = Field(
+        description="Gateway request id, unique per request (made by the gateway); JetStream dedup id and ledger key."
+    )
     tenant_id: str = Field(description="Tenant billed.")
     api_key_id: str | None = Field(default=None, description="Id (not the secret) of the key used.")
     model: str = Field(description="Model requested.")
@@ -28,3 +30,6 @@ class UsageRecord(Contract):
     latency_ms: float = Field(ge=0, description="End-to-end latency (ms).")
     started_at: float = Field(description="Unix time (s) the gateway received the request.")
     error: str | None = Field(default=None, description="Error type, when the request failed.")
+    client_request_id: str | None = Field(
+        default=None, description="The client's x-request-id, when it sent one (clients may reuse them)."
+    )

@@ -28,7 +28,8 @@ class Exchange:
     """One request through the gateway.
 
     Attributes:
-        request_id: x-request-id (the client's, or generated).
+        request_id: the gateway's id of the request, unique (usage record key, upstream X-Request-Id).
+        client_request_id: the client's x-request-id, when it sent a usable one (echoed back to it).
         endpoint: API path.
         strategy: requested strategy, once resolved.
         principal: the caller, once authenticated.
@@ -48,6 +49,7 @@ class Exchange:
 
     request_id: str
     endpoint: str
+    client_request_id: str | None = None
     started_at: float = field(default_factory=time.time)
     t0: float = field(default_factory=time.perf_counter)
     strategy: str | None = None
@@ -88,6 +90,11 @@ class Exchange:
             self.status, self.error = 500, "internal_error"
 
     @property
+    def echoed_id(self) -> str:
+        """The x-request-id the client gets back: its own, else the gateway's."""
+        return self.client_request_id or self.request_id
+
+    @property
     def strategy_label(self) -> str:
         """Strategy for metrics: the one that routed, else the requested one, else 'none'."""
         return self.route_strategy or self.strategy or "none"
@@ -117,6 +124,7 @@ class Exchange:
             "latency_ms": self.elapsed() * 1000,
             "started_at": self.started_at,
             "error": self.error,
+            "client_request_id": self.client_request_id,
         }
         return UsageEntry(self.request_id, self.principal.tenant_id, _wire(fields), self.trace_headers)
 

@@ -15,14 +15,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from strata_contracts.messages import EngineLoad, EngineRegistration
 
 __all__ = ["EngineView", "Fleet", "ModelEntry"]
 
 
-@dataclass(frozen=True)
-class EngineView:
+class EngineView(NamedTuple):
     """One routable engine as pickers see it.
 
     Attributes:

@@ -13,9 +13,8 @@ then strips). A body that needs no rewrite is forwarded byte for byte.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -80,8 +79,7 @@ class CompletionRequest(_Generation):
     prompt: str | list[str] | list[int] | list[list[int]] = Field(description="Text, texts, or token ids.")
 
 
-@dataclass(frozen=True)
-class ParsedRequest:
+class ParsedRequest(NamedTuple):
     """What the gateway needs from one generation request.
 
     Attributes:
@@ -107,8 +105,7 @@ class ParsedRequest:
     max_tokens: int | None
 
 
-@dataclass(frozen=True)
-class _Fields:
+class _Fields(NamedTuple):
     """What the gateway takes from a valid body."""
 
     model: str

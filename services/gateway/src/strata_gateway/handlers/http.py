@@ -25,10 +25,10 @@ __all__ = [
     "STRATEGY_OUT_HEADER",
     "Handler",
     "Routes",
+    "client_request_id",
     "new_request_id",
     "probe_routes",
     "read_body",
-    "request_id_of",
 ]
 
 REQUEST_ID_HEADER: Final = "x-request-id"
@@ -61,10 +61,14 @@ def new_request_id() -> str:
     return _ID_POOL.pop()
 
 
-def request_id_of(request: Request) -> str:
-    """The client's x-request-id when it is a sane token (≤128 of [A-Za-z0-9._:-]), else a new one."""
+def client_request_id(request: Request) -> str | None:
+    """The client's x-request-id when it is a sane token (≤128 of [A-Za-z0-9._:-]), else None.
+
+    It is echoed back and kept in the usage record, but never used as the request's key:
+    clients reuse ids, and two requests must never share a usage record.
+    """
     given = request.headers.get(REQUEST_ID_HEADER)
-    return given if given is not None and _CLIENT_ID.fullmatch(given) else new_request_id()
+    return given if given is not None and _CLIENT_ID.fullmatch(given) else None
 
 
 async def read_body(request: Request) -> bytes:

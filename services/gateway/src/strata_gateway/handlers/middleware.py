@@ -5,7 +5,8 @@
             ─▶ any other exception: logged with its traceback, 500 without details
             ─▶ cancellation (the client went away): passes through, nothing is written
 
-Every response gets `x-request-id` (the client's, or a new one); errors the server finds
+Every request gets a new, unique request id (its usage record's key); every response
+carries `x-request-id`: the client's own when it sent one, else that id. Errors the server finds
 before a request reaches the app (malformed HTTP 400, head too large 431) are enveloped
 too, with a new id.
 """
@@ -56,16 +57,17 @@ class Dispatcher:
 
     async def __call__(self, request: Request) -> Reply:
         """Answer `request` (see the module docstring)."""
-        request_id = http.request_id_of(request)
+        request_id = http.new_request_id()
+        echoed = http.client_request_id(request) or request_id
         try:
             reply = await self._handler(request)(request, request_id)
         except GatewayError as exc:
-            return error_response(exc, request_id)
+            return error_response(exc, echoed)
         except Exception:  # noqa: BLE001 - a bug: logged with its traceback, answered without details
             _log.exception("unhandled error", extra={"request_id": request_id, "path": request.path})
-            return error_response(internal_error(), request_id)
+            return error_response(internal_error(), echoed)
         if isinstance(reply, Response):
-            reply.headers.setdefault(http.REQUEST_ID_HEADER, request_id)
+            reply.headers.setdefault(http.REQUEST_ID_HEADER, echoed)
         return reply
 
     def error_page(self, status: int) -> Response:

@@ -104,7 +104,7 @@ class Proxy:
 
     async def generate(self, request: Request, request_id: str, endpoint: Endpoint) -> Reply:
         """Serve one chat or completions request (errors are raised as GatewayError)."""
-        exchange = Exchange(request_id=request_id, endpoint=endpoint)
+        exchange = Exchange(request_id=request_id, endpoint=endpoint, client_request_id=http.client_request_id(request))
         admission = None
         traced = tracing_active()
         parent = extract_context(request.headers) if traced else None
@@ -189,7 +189,11 @@ class Proxy:
                     _log.warning(
                         "retrying on another engine: %s",
                         failure,
-                        extra={"request_id": exchange.request_id, "attempt": exchange.retries + 1},
+                        extra={
+                            "request_id": exchange.request_id,
+                            "client_request_id": exchange.client_request_id,
+                            "attempt": exchange.retries + 1,
+                        },
                     )
         finally:
             for _ in range(retries_held):
@@ -264,7 +268,7 @@ class Proxy:
 
 def _response_headers(exchange: Exchange, route: Route) -> dict[str, str]:
     headers = {
-        http.REQUEST_ID_HEADER: exchange.request_id,
+        http.REQUEST_ID_HEADER: exchange.echoed_id,
         http.ENGINE_HEADER: route.engine_id,
         http.STRATEGY_OUT_HEADER: route.strategy,
     }

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from strata_contracts.messages import RouteDecision, RoutePick
 from strata_gateway.adapters.router_client import RouterClient, RouterUnavailable
@@ -36,8 +36,7 @@ _ROUTER_SECONDS = ROUTE_SECONDS.labels("router")
 _FALLBACK_SECONDS = ROUTE_SECONDS.labels("fallback")
 
 
-@dataclass(frozen=True)
-class Route:
+class Route(NamedTuple):
     """Where one attempt goes.
 
     Attributes:

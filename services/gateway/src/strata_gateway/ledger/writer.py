@@ -19,10 +19,12 @@ __all__ = ["insert_usage", "write_batch"]
 
 _INSERT = """
 INSERT INTO usage (request_id, tenant_id, api_key_id, model, engine_id, strategy, endpoint, stream, status,
-                   prompt_tokens, completion_tokens, cached_tokens, ttft_ms, latency_ms, started_at, error)
+                   prompt_tokens, completion_tokens, cached_tokens, ttft_ms, latency_ms, started_at, error,
+                   client_request_id)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
                      $8::boolean[], $9::integer[], $10::integer[], $11::integer[], $12::integer[],
-                     $13::double precision[], $14::double precision[], $15::timestamptz[], $16::text[])
+                     $13::double precision[], $14::double precision[], $15::timestamptz[], $16::text[],
+                     $17::text[])
 ON CONFLICT (request_id) DO NOTHING
 """
 
@@ -53,12 +55,12 @@ async def insert_usage(conn: asyncpg.pool.PoolConnectionProxy[asyncpg.Record], r
     """Insert `records` (in the caller's transaction, if any); returns how many rows were new."""
     if not records:
         return 0
-    columns: list[list[object]] = [[] for _ in range(16)]
+    columns: list[list[object]] = [[] for _ in range(17)]
     for r in records:
         row = (
             r.request_id, r.tenant_id, r.api_key_id, r.model, r.engine_id, r.strategy, r.endpoint, r.stream,
             r.status, r.prompt_tokens, r.completion_tokens, r.cached_tokens, r.ttft_ms, r.latency_ms,
-            datetime.fromtimestamp(r.started_at, UTC), r.error,
+            datetime.fromtimestamp(r.started_at, UTC), r.error, r.client_request_id,
         )  # fmt: skip
         for column, value in zip(columns, row, strict=True):
             column.append(value)
