@@ -97,6 +97,7 @@ async def test_a_broken_record_or_sink_costs_nothing_but_itself() -> None:
 def test_wire_forms_are_exactly_what_the_contracts_encode() -> None:
     ok = finished("ok")
     ok.strategy, ok.first_byte_s, ok.trace_headers = "random", 0.01, {"traceparent": "00-ab-cd-01"}
+    ok.client_request_id = "the-clients-own"
     failed = finished("failed", engine_id=None)
     failed.fail(gateway_timeout("engine too slow"))
     for exchange in (ok, failed):
@@ -105,6 +106,7 @@ def test_wire_forms_are_exactly_what_the_contracts_encode() -> None:
         assert encode(record) == entry.payload  # same fields, order and omissions as the contract's encoder
         assert (entry.request_id, entry.tenant_id) == (record.request_id, record.tenant_id)
     assert ok.usage_entry().trace == {"traceparent": "00-ab-cd-01"}
+    assert decode(UsageRecord, ok.usage_entry().payload).client_request_id == "the-clients-own"
     assert decode(UsageRecord, failed.usage_entry().payload).status == 504
     payload = ok.outcome_payload()
     assert payload is not None
