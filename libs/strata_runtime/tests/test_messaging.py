@@ -137,6 +137,9 @@ def test_publish_frames_are_the_nats_protocol_byte_for_byte() -> None:
     assert pub_frame("a.b", b"{}", reply="in.2", headers={"Nats-Msg-Id": "r-1"}) == (
         b"HPUB a.b in.2 30 32\r\n" + headers + b"{}\r\n"
     )
+    for subject, reply in (("", ""), ("a b", ""), ("a", "in box"), ("a\r\nPUB x", "")):
+        with pytest.raises(ValueError, match="not a NATS subject"):  # it would break the whole connection
+            pub_frame(subject, b"x", reply=reply)
     broken = pub_frame("a", b"x", headers={"traceparent": "00-a\r\nInjected: yes"})  # no header smuggling
     assert broken == b"HPUB a 46 47\r\nNATS/1.0\r\ntraceparent: 00-a  Injected: yes\r\n\r\nx\r\n"
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final, TypeVar
 
@@ -40,6 +41,7 @@ Handler = Callable[[M, Msg], Awaitable[Contract | None]]
 _log = logging.getLogger(__name__)
 _tracer = tracer(__name__)
 _LINE_BREAKS: Final = str.maketrans({"\r": " ", "\n": " "})
+_WHITESPACE: Final = re.compile(r"\s")
 MESSAGES = Counter(
     "strata_nats_messages_total",
     "NATS messages handled by subscriptions, by subscription subject and outcome.",
@@ -191,9 +193,15 @@ class Broker:
 def pub_frame(subject: str, payload: bytes, *, reply: str = "", headers: Mapping[str, str] | None = None) -> bytes:
     """One NATS protocol frame that publishes `payload`: PUB, or HPUB when there are headers.
 
-    `subject` and `reply` must be valid subjects and header names tokens (the callers
-    build them); CR and LF in header values become spaces, as nats-py's publish does.
+    Header names must be tokens (the callers build them); CR and LF in header values
+    become spaces, as nats-py's publish does.
+
+    Raises:
+        ValueError: `subject` or `reply` is empty or holds whitespace (the frame would break
+            the connection's protocol stream, not just this message).
     """
+    if not subject or _WHITESPACE.search(subject) or (reply and _WHITESPACE.search(reply)):
+        raise ValueError(f"not a NATS subject: {subject!r} (reply {reply!r})")
     target = f"{subject} {reply}" if reply else subject
     if not headers:
         return b"%s%s\r\n" % (f"PUB {target} {len(payload)}\r\n".encode(), payload)
@@ -266,7 +274,7 @@ class JetStreamPipeline:
         self._waiting.clear()
 
     async def send(
-        self, subject: str, payload: bytes, headers: dict[str, str], timeout_s: float | None = None
+        self, subject: str, payload: bytes, headers: Mapping[str, str], timeout_s: float | None = None
     ) -> asyncio.Future[PubAck]:
         """Publish to a stream; returns the future of its ack (put `Nats-Msg-Id` in `headers` for dedup).
 
@@ -274,15 +282,10 @@ class JetStreamPipeline:
         stream captures `subject`) or APIError (JetStream refused the message).
 
         Raises:
+            ValueError: `subject` is not a valid subject.
             nats errors: the message could not be handed to the connection.
         """
-        token = self._next_token()
-        future = self._expect(token, timeout_s)
-        try:
-            await self._client.publish(subject, payload, reply=f"{self._prefix}.{token}", headers=headers)
-        except BaseException:
-            self._waiting.pop(token, None)
-            raise
+        (future,) = await self.send_many([(subject, payload, headers)], timeout_s)
         return future
 
     async def send_many(
@@ -291,6 +294,7 @@ class JetStreamPipeline:
         """:meth:`send` for each of `messages` (subject, payload, headers), handed to the connection in one write.
 
         Raises:
+            ValueError: a subject is not a valid subject (nothing was sent).
             nats errors: the frames could not be handed to the connection (no future is left waiting).
         """
         tokens = [self._next_token() for _ in messages]
@@ -320,7 +324,7 @@ class JetStreamPipeline:
         return future
 
     async def publish(
-        self, subject: str, payload: bytes, headers: dict[str, str], timeout_s: float | None = None
+        self, subject: str, payload: bytes, headers: Mapping[str, str], timeout_s: float | None = None
     ) -> PubAck:
         """:meth:`send`, then wait for the ack (its errors are raised here)."""
         return await (await self.send(subject, payload, headers, timeout_s))
