@@ -39,6 +39,11 @@ def error_response(error: GatewayError, request_id: str) -> Response:
     return Response(error.status, envelope(error), "application/json", headers)
 
 
+def _echoed(request: Request, request_id: str) -> str:
+    """The x-request-id a response carries: the client's own, else the request's id."""
+    return http.client_request_id(request) or request_id
+
+
 def _http_error(status: int, **headers: str) -> GatewayError:
     return GatewayError(status, HTTPStatus(status).phrase, error_type(status), code=_CODES.get(status), headers=headers)
 
@@ -58,16 +63,15 @@ class Dispatcher:
     async def __call__(self, request: Request) -> Reply:
         """Answer `request` (see the module docstring)."""
         request_id = http.new_request_id()
-        echoed = http.client_request_id(request) or request_id
         try:
             reply = await self._handler(request)(request, request_id)
         except GatewayError as exc:
-            return error_response(exc, echoed)
+            return error_response(exc, _echoed(request, request_id))
         except Exception:  # noqa: BLE001 - a bug: logged with its traceback, answered without details
             _log.exception("unhandled error", extra={"request_id": request_id, "path": request.path})
-            return error_response(internal_error(), echoed)
-        if isinstance(reply, Response):
-            reply.headers.setdefault(http.REQUEST_ID_HEADER, echoed)
+            return error_response(internal_error(), _echoed(request, request_id))
+        if isinstance(reply, Response) and http.REQUEST_ID_HEADER not in reply.headers:  # the proxy sets its own
+            reply.headers[http.REQUEST_ID_HEADER] = _echoed(request, request_id)
         return reply
 
     def error_page(self, status: int) -> Response:
