@@ -52,6 +52,7 @@ class App:
             "/flood": {"GET": self.flood},
             "/broken": {"GET": self.broken},
             "/big": {"GET": self.big},
+            "/finale": {"GET": self.finale},
         }
 
     async def echo(self, request: Request, _: str) -> Response:
@@ -80,6 +81,13 @@ class App:
         await response.write(b"two")
         await response.end()
         self.finished.append(request.path)
+        return response
+
+    async def finale(self, request: Request, _: str) -> ResponseStream:
+        """Writes "one", then ends with "last" (its last piece and the end in one write)."""
+        response = ResponseStream(request, 200, "text/event-stream")
+        await response.write(b"one")
+        await response.end(b"last")
         return response
 
     async def big(self, request: Request, _: str) -> Response:
@@ -377,6 +385,19 @@ def test_a_stream_arrives_piece_by_piece_before_the_handler_finishes(run: Run) -
             writer.write(post("/echo", b"next"))  # the stream ended cleanly: keep-alive goes on
             assert (await read_answer(reader)).body == b"next"
             writer.close()
+
+    run(scenario)
+
+
+def test_a_stream_can_end_with_its_last_piece(run: Run) -> None:
+    async def scenario() -> None:
+        async with served() as s:
+            reader, writer = await s.connect()
+            writer.write(get("/finale"))
+            await read_head(reader)
+            assert await reader.readexactly(22) == b"3\r\none\r\n4\r\nlast\r\n0\r\n\r\n"
+            writer.write(get("/finale", "Connection: keep-alive", version="1.0"))
+            assert (await read_answer(reader)).body == b"onelast"  # HTTP/1.0: no chunks, delimited by the close
 
     run(scenario)
 

@@ -87,7 +87,8 @@ class FakeEngine:
     """A vLLM-like engine whose behaviour a test chooses.
 
     Modes: `ok` (JSON or SSE with usage), `status_500`, `status_400` (vLLM envelope),
-    `drop_after_2` (two chunks, then the connection is cut), `hang` (never answers),
+    `drop_after_2` (two chunks, then the connection is cut), `drop_after_done` (the whole
+    stream, then the connection is cut before the response's end), `hang` (never answers),
     `slow` (a chunk every 0.2 s).
     Every request is recorded (body, headers); `cancelled` counts requests whose client
     (the gateway) went away while the engine was still working.
@@ -173,6 +174,10 @@ class FakeEngine:
             }
             await response.write(b"data: " + orjson.dumps(final) + b"\n\n")
         await response.write(b"data: [DONE]\n\n")
+        if self.mode == "drop_after_done":
+            assert request.transport is not None
+            request.transport.abort()
+            await asyncio.sleep(3600)
         await response.write_eof()
         return response
 

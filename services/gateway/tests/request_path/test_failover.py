@@ -118,6 +118,20 @@ async def test_a_stream_broken_mid_way_ends_with_an_error_event_and_done(
     assert [(r.status, r.error) for r in await gateway.sink.settled(2)] == [(200, "upstream_error")] * 2
 
 
+async def test_an_engine_dropping_the_connection_after_done_costs_the_client_nothing(
+    start_gateway: Start, fake_engine: MakeFake, register: Register, model: str
+) -> None:
+    engine = await fake_engine(model, "drop_after_done")
+    await register(engine.url, model)
+    gateway = await start_gateway()
+    status, events = await _sse(f"{gateway.v1}/chat/completions", {"model": model, "messages": PROMPT})
+    assert status == 200
+    assert len(events) == 4  # three chunks and [DONE], no error event after it
+    assert events[3] == b"data: [DONE]"
+    (record,) = await gateway.sink.settled(1)
+    assert (record.status, record.error, record.completion_tokens) == (200, None, 3)
+
+
 async def test_an_engine_that_never_answers_is_a_504(
     start_gateway: Start, fake_engine: MakeFake, register: Register, model: str
 ) -> None:

@@ -241,13 +241,15 @@ class ResponseStream:
             data = b"%x\r\n%b\r\n" % (len(data), data)
         await self._send(data)
 
-    async def end(self) -> None:
-        """Finish the response (the last chunk).
+    async def end(self, data: bytes = b"") -> None:
+        """Finish the response: `data` (if any) and the last chunk, in one write.
 
         Raises:
             ClientDisconnected: the client is gone.
         """
-        await self._send(_LAST_CHUNK if self._chunked else b"")
+        if self._chunked:
+            data = b"%x\r\n%b\r\n%b" % (len(data), data, _LAST_CHUNK) if data else _LAST_CHUNK
+        await self._send(data)
         self.ended = True
 
     async def _send(self, data: bytes) -> None:

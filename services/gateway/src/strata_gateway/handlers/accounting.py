@@ -3,10 +3,10 @@
     request over ─▶ admission settled + released (at once: the limits see it now)
                 ─▶ Accounting.submit(exchange) ─▶ queue
     flusher: first exchange queued ─▶ linger `linger_s` ─▶ take the whole queue ─▶ one batch task:
+             RouteOutcomes of the exchanges that reached an engine (core NATS, fire and forget)
              UsageSink.record_many(entries)   one JetStream publish each, acks awaited together,
                                               the unacked spooled
-             RouteOutcomes of the exchanges that reached an engine (core NATS, one write,
-                                              fire and forget)
+             (both queue frames on the NATS connection, which sends them in one write)
 
 Both go out in wire form built straight from the exchange (no model per request), each
 with the trace context of its own request.
@@ -78,21 +78,13 @@ class Accounting:
             task.add_done_callback(self._batches.discard)
 
     async def _send(self, batch: list[Exchange]) -> None:
-        entries = []
-        for exchange in batch:
-            try:
-                entries.append(exchange.usage_entry())
-            except Exception:  # noqa: BLE001 - a bug in one record must not cost the others theirs
-                _log.exception("usage record not built", extra={"request_id": exchange.request_id})
-        try:
-            await self._sink.record_many(entries)
-        except Exception:  # noqa: BLE001 - the sink must not raise; if it does, say so and go on
-            _log.exception("usage sink failed", extra={"requests": [e.request_id for e in entries]})
+        # Outcomes first: both publishes only queue frames until this task first waits (for
+        # the usage acks), so the connection's flusher sends the two in one write.
         outcomes = []
         for exchange in batch:
             try:
                 outcome = exchange.outcome_payload()
-            except Exception:  # noqa: BLE001 - as for usage records
+            except Exception:  # noqa: BLE001 - a bug in one outcome must not cost the others theirs
                 _log.exception("route outcome not built", extra={"request_id": exchange.request_id})
                 continue
             if outcome is not None:
@@ -102,3 +94,13 @@ class Accounting:
                 await self._publish(outcomes)
             except Exception as exc:  # noqa: BLE001 - fire and forget: the router can do without these outcomes
                 _log.debug("route outcomes not published: %r", exc)
+        entries = []
+        for exchange in batch:
+            try:
+                entries.append(exchange.usage_entry())
+            except Exception:  # noqa: BLE001 - as for outcomes
+                _log.exception("usage record not built", extra={"request_id": exchange.request_id})
+        try:
+            await self._sink.record_many(entries)
+        except Exception:  # noqa: BLE001 - the sink must not raise; if it does, say so and go on
+            _log.exception("usage sink failed", extra={"requests": [e.request_id for e in entries]})

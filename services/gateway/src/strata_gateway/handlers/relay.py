@@ -11,8 +11,10 @@ before it is still a clean HTTP error (or a retry on another engine):
     upstream ends without data: [DONE]    ──▶ the same (a truncated stream is an error)
     client write fails                    ──▶ ClientGone (status 499; the upstream is closed)
 
-Each write is handed to the socket at once and waits while a slow client's transport
-buffer is full, so reading from the engine slows down with it.
+The piece holding ``data: [DONE]`` goes out with the end of the client's stream in one
+write; anything the engine sends after it is dropped, and an engine failing after it
+costs the client nothing. Each write is handed to the socket at once and waits while a
+slow client's transport buffer is full, so reading from the engine slows down with it.
 """
 
 from __future__ import annotations
@@ -90,7 +92,7 @@ async def relay_stream(
                     if client is None:
                         exchange.mark_first_byte()
                         client = _open(request, headers)
-                    await _write(client, events[0] if len(events) == 1 else b"".join(events))
+                    await _relay(client, events[0] if len(events) == 1 else b"".join(events), last=tap.done)
         except OSError as exc:  # the engine dropped the stream (UpstreamDisconnected) or timed out
             failure = classify(exc, engine_id)
             if client is None:
@@ -129,19 +131,33 @@ async def _write(client: ResponseStream, data: bytes) -> None:
         raise ClientGone(client, repr(exc)) from exc
 
 
-async def _finish(client: ResponseStream) -> None:
+async def _relay(client: ResponseStream, data: bytes, *, last: bool) -> None:
+    """One piece of the stream; the `last` one (it holds [DONE]) also ends it. After that, nothing."""
+    if client.ended:
+        return
+    if last:
+        await _finish(client, data)
+    else:
+        await _write(client, data)
+
+
+async def _finish(client: ResponseStream, data: bytes = b"") -> None:
+    """End the client's stream (with `data` in the same write), unless it already ended."""
+    if client.ended:
+        return
     try:
-        await client.end()
+        await client.end(data)
     except ConnectionError as exc:
         raise ClientGone(client, repr(exc)) from exc
 
 
 async def _end_with_error(client: ResponseStream, exchange: Exchange, failure: UpstreamFailure) -> ResponseStream:
     """Close a started stream after an engine failure: error event, then data: [DONE]."""
+    if client.ended:  # the failure came after [DONE]: the client has its whole stream
+        return client
     UPSTREAM_ERRORS.labels(failure.engine_id, failure.kind).inc()
     error = failure.to_error()
     exchange.error = error.code
     await _write(client, stream_error_event(error))
-    await _write(client, DONE)
-    await _finish(client)
+    await _finish(client, DONE)
     return client
